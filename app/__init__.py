@@ -1,0 +1,111 @@
+"""TrackOPZ: the application factory."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from config import Config
+
+
+def create_app(config_class: type[Config] = Config, **overrides) -> Flask:
+    """Build the app: settings, extensions, blueprints, error handlers, commands."""
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_object(config_class)
+    app.config.update(overrides)
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _engine_options(app))
+    app.json.sort_keys = False
+    configure_logger(app)
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_commands(app)
+    return app
+
+
+def _engine_options(app: Flask) -> dict:
+    uri = app.config["SQLALCHEMY_DATABASE_URI"]
+    if uri.startswith("sqlite"):
+        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+    return {
+        "pool_size": app.config["DB_POOL_SIZE"],
+        "max_overflow": app.config["DB_MAX_OVERFLOW"],
+        "pool_pre_ping": True,
+        "pool_timeout": 10,
+    }
+
+
+def register_extensions(app: Flask) -> None:
+    from app.common.http import register_request_hooks
+    from app.extensions import api, broker, db, hub, migrate
+    from app.realtime.outbox import init_outbox
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"))
+    with app.app_context():
+        _configure_engine(db.engine)
+    api.init_app(app, spec_kwargs={"info": {"description": "The TrackOPZ HTTP contract."}})
+    init_outbox()
+    hub.init_app(app)
+    broker.init_app(app, hub)
+    register_request_hooks(app)
+    app.before_request(hub.ensure_started)
+
+
+def _configure_engine(engine) -> None:
+    """SQLite: WAL, foreign keys, and BEGIN IMMEDIATE for the service's write transactions."""
+    if engine.dialect.name != "sqlite":
+        return
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None  # we say BEGIN ourselves, below
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable at checkpoints, fast commits
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):
+        immediate = conn.get_execution_options().get("sqlite_immediate")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def register_blueprints(app: Flask) -> None:
+    from app.catalog import bp as catalog_bp
+    from app.dashboard import bp as dashboard_bp
+    from app.docs import bp as docs_bp
+    from app.extensions import api
+    from app.jobs import bp as jobs_bp
+    from app.lifecycle import bp as lifecycle_bp
+    from app.realtime.routes import bp as realtime_bp
+    from app.web import bp as web_bp
+
+    for bp in (catalog_bp, jobs_bp, lifecycle_bp, realtime_bp, dashboard_bp):
+        api.register_blueprint(bp)
+    app.register_blueprint(docs_bp)
+    app.register_blueprint(web_bp)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    from app.errors import register_errorhandlers as register
+
+    register(app)
+
+
+def register_commands(app: Flask) -> None:
+    from app.cli import register
+
+    register(app)
+
+
+def configure_logger(app: Flask) -> None:
+    if not app.debug and not app.testing:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

@@ -1,0 +1,131 @@
+"""Request plumbing shared by the API: JSON-only writes, idempotent replays, ETags, paging."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+from flask import Flask, Response, current_app, g, request
+from sqlalchemy import Select, delete
+from sqlalchemy.exc import IntegrityError
+
+from app.common.schemas import encode_cursor
+from app.errors import Conflict, InvalidInput
+from app.extensions import db
+from app.models import IdempotencyRecord, utcnow
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _is_api_write() -> bool:
+    return request.method in WRITE_METHODS and request.path.startswith("/api/")
+
+
+def require_json() -> None:
+    """A write with a body must say it is JSON; one with no body at all parses as {}."""
+    if not _is_api_write():
+        return None
+    if request.mimetype == "application/json" or request.mimetype.endswith("+json"):
+        return None
+    if not request.content_length and not request.headers.get("Transfer-Encoding"):
+        return None
+    from werkzeug.exceptions import UnsupportedMediaType
+
+    raise UnsupportedMediaType()
+
+
+def _fingerprint() -> str:
+    digest = hashlib.sha256()
+    digest.update(request.method.encode())
+    digest.update(request.full_path.encode())
+    digest.update(b"\0")
+    digest.update(request.get_data(cache=True))
+    return digest.hexdigest()
+
+
+def idempotency_before() -> Response | None:
+    """Replay the stored first response of a repeated Idempotency-Key."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None or not _is_api_write():
+        return None
+    key = key.strip()
+    if not key or len(key) > 255:
+        raise InvalidInput("Idempotency-Key must be 1 to 255 characters.")
+    fingerprint = _fingerprint()
+    db.session.add(IdempotencyRecord(key=key, fingerprint=fingerprint))
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        record = db.session.get(IdempotencyRecord, key)
+        if record is None:  # expired and pruned between the insert and the read
+            raise Conflict("That Idempotency-Key is being reused; retry the request.") from None
+        if record.fingerprint != fingerprint:
+            raise InvalidInput(
+                "That Idempotency-Key was already used for a different request."
+            ) from None
+        if record.status_code is None:
+            raise Conflict("A request with that Idempotency-Key is still being processed.") from None
+        response = Response(record.body, status=record.status_code, mimetype="application/json")
+        response.headers["Idempotent-Replayed"] = "true"
+        return response
+    g.idempotency_key = key
+    return None
+
+
+def idempotency_after(response: Response) -> Response:
+    """Keep the first answer to a keyed write; forget the key if the server failed."""
+    key = g.pop("idempotency_key", None)
+    if key is None:
+        return response
+    db.session.rollback()
+    record = db.session.get(IdempotencyRecord, key)
+    if record is not None:
+        if response.status_code >= 500:
+            db.session.delete(record)
+        else:
+            record.status_code = response.status_code
+            record.body = response.get_data(as_text=True)
+        db.session.commit()
+    return response
+
+
+def prune_idempotency_keys() -> int:
+    cutoff = utcnow() - timedelta(hours=current_app.config["IDEMPOTENCY_TTL_HOURS"])
+    result = db.session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff))
+    db.session.commit()
+    return result.rowcount or 0
+
+
+def not_modified(etag: str) -> Response | None:
+    """A 304 when the client's If-None-Match names the current ETag."""
+    if etag in request.if_none_match:
+        response = Response(status=304)
+        response.set_etag(etag)
+        return response
+    return None
+
+
+def with_etag(body: dict, etag: str) -> Response:
+    from flask import jsonify
+
+    response = jsonify(body)
+    response.set_etag(etag)
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+def page(stmt: Select, id_column, *, limit: int, cursor: int | None) -> tuple[list, str | None]:
+    """Newest first, keyset-paged on id: stable under inserts, no OFFSET scans."""
+    if cursor is not None:
+        stmt = stmt.where(id_column < cursor)
+    rows = db.session.scalars(stmt.order_by(id_column.desc()).limit(limit + 1)).all()
+    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def register_request_hooks(app: Flask) -> None:
+    app.before_request(require_json)
+    app.before_request(idempotency_before)
+    app.after_request(idempotency_after)
+

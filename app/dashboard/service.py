@@ -1,0 +1,140 @@
+"""The dashboard's figures: counters from indexed columns, short capped lists."""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+
+from sqlalchemy import func, select
+
+from app.common.schemas import iso
+from app.extensions import db, hub
+from app.lifecycle.reads import transition_dict
+from app.lifecycle.service import dispatchable_rows, last_event_id
+from app.models import OFF, ON, Dispatch, Job, Machine, Product, Transition, utcnow
+
+LIST_CAP = 50
+
+
+def _start_of_today() -> datetime:
+    return datetime.combine(utcnow().date(), time.min)
+
+
+def etag() -> str:
+    """Changes with every event, every new product or machine, and at midnight UTC."""
+    products = db.session.scalar(select(func.coalesce(func.max(Product.id), 0)))
+    machines = db.session.scalar(select(func.coalesce(func.max(Machine.id), 0)))
+    return f"ev-{last_event_id()}-p{products}-m{machines}-{utcnow().date().isoformat()}"
+
+
+def _past_products() -> list[dict]:
+    rows = db.session.execute(
+        select(Product.id, Product.name, Product.code, Product.state_changed_at, Job.id, Job.stage,
+               Machine.name)
+        .join(Job, Job.id == Product.latest_job_id)
+        .join(Machine, Machine.id == Job.machine_id)
+        .where(Product.state == OFF)
+        .order_by(Product.state_changed_at.desc(), Product.id.desc())
+        .limit(LIST_CAP)
+    ).all()
+    return [
+        {
+            "id": pid, "name": name, "code": code, "status": OFF, "jobId": job_id,
+            "stage": stage, "process": machine, "endedAt": iso(changed),
+        }
+        for pid, name, code, changed, job_id, stage, machine in rows
+    ]
+
+
+def _machine_board() -> list[dict]:
+    rows = db.session.execute(
+        select(Machine, Product.id, Product.name, Job.updated_at)
+        .outerjoin(Job, (Job.machine_id == Machine.id) & (Job.state == ON))
+        .outerjoin(Product, Product.id == Job.product_id)
+        .order_by(Machine.id, Job.id.desc())
+    ).all()
+    board: dict[int, dict] = {}
+    for machine, product_id, product_name, job_updated in rows:
+        entry = board.get(machine.id)
+        if entry is None:
+            last = max(filter(None, [machine.updated_at, job_updated]))
+            board[machine.id] = {
+                "id": machine.id,
+                "name": machine.name,
+                "code": machine.code,
+                "status": machine.status,
+                "currentProduct": (
+                    {"id": product_id, "name": product_name} if product_id else None
+                ),
+                "lastActivity": iso(last),
+            }
+    return list(board.values())
+
+
+def status() -> dict:
+    """Counters, live and past products, the machine board and recent activity."""
+    today = _start_of_today()
+    counts = dict(
+        db.session.execute(select(Product.state, func.count()).group_by(Product.state)).all()
+    )
+    machine_counts = dict(
+        db.session.execute(select(Machine.status, func.count()).group_by(Machine.status)).all()
+    )
+    live = dispatchable_rows()
+    recent = db.session.scalars(select(Transition).order_by(Transition.id.desc()).limit(20)).all()
+    names = dict(
+        db.session.execute(
+            select(Product.id, Product.name).where(Product.id.in_({t.product_id for t in recent}))
+        ).all()
+    ) if recent else {}
+    total_machines = sum(machine_counts.values())
+    active = machine_counts.get("running", 0)
+    stats = {
+        "totalProducts": sum(counts.values()),
+        "liveProducts": counts.get(ON, 0),
+        "pastProducts": counts.get(OFF, 0),
+        "dispatchableProducts": counts.get(ON, 0),
+        "totalMachines": total_machines,
+        "activeMachines": active,
+        "inactiveMachines": total_machines - active,
+        "transitionsToday": db.session.scalar(
+            select(func.count()).select_from(Transition).where(Transition.created_at >= today)
+        ),
+        "dispatchedToday": db.session.scalar(
+            select(func.count()).select_from(Dispatch).where(Dispatch.created_at >= today)
+        ),
+    }
+    return {
+        "stats": stats,
+        "liveProducts": live[:LIST_CAP] if len(live) > LIST_CAP else live,
+        "pastProducts": _past_products(),
+        "machineStatus": _machine_board(),
+        "recentActivity": [
+            {**transition_dict(t), "productName": names.get(t.product_id)} for t in recent
+        ],
+        "realtime": {"connectedClients": hub.connected_clients(), "lastEventId": last_event_id()},
+        "lastUpdated": iso(utcnow()),
+    }
+
+
+def daily(days: int) -> list[dict]:
+    """Dispatches and transitions per UTC day, oldest first, zero-filled."""
+    first = utcnow().date() - timedelta(days=days - 1)
+    since = datetime.combine(first, time.min)
+
+    def per_day(column, model) -> dict[str, int]:
+        day = func.date(column)
+        rows = db.session.execute(
+            select(day, func.count()).select_from(model).where(column >= since).group_by(day)
+        ).all()
+        return {str(d): n for d, n in rows}
+
+    dispatches = per_day(Dispatch.created_at, Dispatch)
+    transitions = per_day(Transition.created_at, Transition)
+    out = []
+    for i in range(days):
+        d = (first + timedelta(days=i)).isoformat()
+        out.append({"date": d, "dispatches": dispatches.get(d, 0), "transitions": transitions.get(d, 0)})
+    return out
+
+
+

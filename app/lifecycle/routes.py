@@ -1,0 +1,110 @@
+from flask import jsonify
+
+from app.common.blueprint import current_actor
+from app.common.http import not_modified, with_etag
+from app.common.schemas import iso
+from app.lifecycle import bp, reads, service
+from app.lifecycle.schemas import (
+    DispatchableSchema,
+    DispatchCreateSchema,
+    HistorySchema,
+    LifecycleActionSchema,
+    LifecycleEnvelope,
+    MoveToPastSchema,
+    ProductQuery,
+    TransitionResultSchema,
+)
+
+MESSAGES = {
+    ("move_to_past", "dispatched"): "{name} was dispatched and moved to past.",
+    "move_to_past": "{name} moved to past.",
+    "reactivate": "{name} is live again.",
+    "update_state": "{name} is now {state}.",
+}
+
+
+def _result(outcome: service.Outcome) -> dict:
+    name = outcome.product.name
+    template = MESSAGES.get((outcome.action, outcome.reason)) or MESSAGES[outcome.action]
+    body = {
+        "success": True,
+        "message": template.format(name=name, state=outcome.new_state),
+        "previousState": outcome.previous_state,
+        "newState": outcome.new_state,
+        "action": outcome.action,
+        "reason": outcome.reason,
+        "timestamp": iso(outcome.timestamp),
+        "lifecycle": reads.lifecycle(outcome.product.id),
+        "transition": reads.transition_dict(outcome.transition),
+    }
+    if outcome.dispatch is not None:
+        d = outcome.dispatch
+        body["dispatch"] = {
+            "id": d.id,
+            "productId": d.product_id,
+            "jobId": d.job_id,
+            "quantity": d.quantity,
+            "destination": d.destination,
+            "notes": d.notes,
+            "dispatchedBy": d.dispatched_by,
+            "createdAt": iso(d.created_at),
+        }
+    return body
+
+
+def dispatchable_etag() -> str:
+    return f"ev-{service.last_event_id()}"
+
+
+@bp.get("/live-products/dispatchable")
+@bp.response(200, DispatchableSchema)
+@bp.alt_response(304, description="Nothing changed since the ETag in If-None-Match")
+def dispatchable():
+    """The live products, which are the ones that may be dispatched."""
+    etag = dispatchable_etag()
+    cached = not_modified(etag)
+    if cached is not None:
+        return cached
+    items = service.dispatchable_rows()
+    return with_etag({"success": True, "dispatchableProducts": items, "count": len(items)}, etag)
+
+
+@bp.post("/live-products/dispatchable")
+@bp.arguments(DispatchCreateSchema)
+@bp.response(200, TransitionResultSchema)
+def dispatch(body):
+    """Dispatch a live product: record the Dispatch and move it to past, in one transaction."""
+    return jsonify(_result(service.dispatch(**body, actor=current_actor())))
+
+
+@bp.get("/products/lifecycle")
+@bp.arguments(ProductQuery, location="query")
+@bp.response(200, LifecycleEnvelope)
+def lifecycle(args):
+    """A product's stages and transitions."""
+    return jsonify({"success": True, "lifecycle": reads.lifecycle(args["product_id"])})
+
+
+@bp.post("/products/lifecycle")
+@bp.arguments(LifecycleActionSchema)
+@bp.response(200, TransitionResultSchema)
+def change_state(body):
+    """move_to_past, reactivate, or update_state with newState."""
+    return jsonify(_result(service.change_state(**body, actor=current_actor())))
+
+
+@bp.post("/products/move-to-past")
+@bp.arguments(MoveToPastSchema)
+@bp.response(200, TransitionResultSchema)
+def move_to_past(body):
+    """The legacy name for move_to_past; the reason defaults to 'dispatched'."""
+    outcome = service.change_state(action="move_to_past", actor=current_actor(), **body)
+    return jsonify(_result(outcome))
+
+
+@bp.get("/products/move-to-past")
+@bp.arguments(ProductQuery, location="query")
+@bp.response(200, HistorySchema)
+def history(args):
+    """A product's transitions, newest first."""
+    return jsonify({"success": True, **reads.transition_history(args["product_id"])})

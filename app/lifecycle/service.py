@@ -1,0 +1,529 @@
+"""The state machine: every change of a product's state goes through this module.
+
+Each public function runs one write transaction: it locks the product row (FOR UPDATE on
+Postgres, BEGIN IMMEDIATE on SQLite), checks the rule, writes the job, the Transition row and the
+outgoing events, and commits them together. Views only translate HTTP to these calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from app.errors import Conflict, InvalidInput, NotFound
+from app.extensions import db
+from app.models import (
+    OFF,
+    ON,
+    Dispatch,
+    Event,
+    Job,
+    Machine,
+    OperatorProductUpdate,
+    Product,
+    Transition,
+    utcnow,
+)
+from app.realtime import outbox
+
+ACTION_EVENTS = {
+    "move_to_past": "product_moved_to_past",
+    "reactivate": "product_reactivated",
+    "update_state": "product_state_updated",
+}
+MANUAL_STATUSES = ("maintenance", "offline")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a state change did, for the view to render."""
+
+    product: Product
+    previous_state: str | None
+    new_state: str
+    action: str
+    reason: str | None
+    transition: Transition
+    dispatch: Dispatch | None = None
+
+    @property
+    def timestamp(self) -> datetime:
+        return self.transition.created_at
+
+
+# --- transactions and locks -------------------------------------------------------------------
+
+
+def begin_write() -> None:
+    """Start a write transaction: IMMEDIATE on SQLite so the lock is taken up front."""
+    db.session.rollback()
+    db.session.connection(execution_options={"sqlite_immediate": True})
+
+
+def _lock_product(product_id: int) -> Product:
+    product = db.session.scalars(
+        select(Product).where(Product.id == product_id).with_for_update()
+    ).one_or_none()
+    if product is None:
+        raise NotFound(f"No product with id {product_id}.")
+    return product
+
+
+def _latest_job(product: Product) -> Job | None:
+    return db.session.get(Job, product.latest_job_id) if product.latest_job_id else None
+
+
+def _check_job_id(product: Product, latest: Job | None, job_id: int | None) -> None:
+    if job_id is None or (latest is not None and latest.id == job_id):
+        return
+    if db.session.get(Job, job_id) is None:
+        raise NotFound(f"No job with id {job_id}.")
+    raise Conflict(
+        f"Job {job_id} is not the latest job of {product.name}"
+        + (f" (job {latest.id} is)." if latest else ".")
+    )
+
+
+# --- reading shapes shared with the stream ----------------------------------------------------
+
+
+def dispatchable_rows(product_ids: list[int] | None = None) -> list[dict]:
+    """Live products as dispatchable items; all of them, or those of `product_ids` still live."""
+    stmt = (
+        select(
+            Product.id,
+            Product.name,
+            Product.code,
+            Machine.name.label("process"),
+            Job.machine_id,
+            Job.id.label("job_id"),
+            Job.stage,
+            Job.created_at,
+            Job.quantity_produced,
+        )
+        .join(Job, Job.id == Product.latest_job_id)
+        .join(Machine, Machine.id == Job.machine_id)
+        .where(Product.state == ON)
+        .order_by(Product.name, Product.id)
+    )
+    if product_ids is not None:
+        stmt = stmt.where(Product.id.in_(product_ids))
+    from app.common.schemas import iso
+
+    return [
+        {
+            "id": r.id,
+            "name": r.name,
+            "code": r.code,
+            "process": r.process,
+            "machineId": r.machine_id,
+            "jobId": r.job_id,
+            "stage": r.stage,
+            "status": ON,
+            "createdAt": iso(r.created_at),
+            "quantityProduced": r.quantity_produced,
+        }
+        for r in db.session.execute(stmt)
+    ]
+
+
+def live_count() -> int:
+    return db.session.scalar(select(func.count()).select_from(Product).where(Product.state == ON))
+
+
+def last_event_id() -> int:
+    return db.session.scalar(select(func.coalesce(func.max(Event.id), 0)))
+
+
+def dispatchable_snapshot() -> tuple[list[dict], int]:
+    """The dispatchable list and the id of the last event it reflects, read in one snapshot."""
+    db.session.rollback()
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    try:
+        last_id = last_event_id()
+        return dispatchable_rows(), last_id
+    finally:
+        db.session.rollback()
+
+
+def _emit_dispatchable_change(*, added: list[int] = (), removed: list[int] = ()) -> None:
+    items = dispatchable_rows(list(added)) if added else []
+    outbox.emit(
+        "dispatchable_products_update",
+        {"added": items, "removed": list(removed), "count": live_count()},
+    )
+
+
+# --- machine status, derived from its ON jobs unless set by hand -----------------------------
+
+
+def _machine_has_on_job(machine_id: int, *, excluding: int | None = None) -> bool:
+    stmt = select(Job.id).where(Job.machine_id == machine_id, Job.state == ON)
+    if excluding is not None:
+        stmt = stmt.where(Job.id != excluding)
+    return db.session.scalar(stmt.limit(1)) is not None
+
+
+def _set_machine_status(machine: Machine, status: str, now: datetime) -> None:
+    if machine.status == status:
+        return
+    previous = machine.status
+    machine.status = status
+    machine.updated_at = now
+    outbox.emit(
+        "machine_status_changed",
+        {
+            "machineId": machine.id,
+            "machineName": machine.name,
+            "previousStatus": previous,
+            "status": status,
+        },
+    )
+
+
+def _refresh_machine(machine: Machine, now: datetime) -> None:
+    """running while it has an ON job, else idle; maintenance and offline stay until changed."""
+    if machine.status in MANUAL_STATUSES:
+        return
+    db.session.flush()
+    _set_machine_status(machine, "running" if _machine_has_on_job(machine.id) else "idle", now)
+
+
+# --- the transitions ---------------------------------------------------------------------------
+
+
+def _write_transition(
+    product: Product,
+    job: Job,
+    *,
+    to_state: str,
+    action: str,
+    reason: str | None,
+    actor: str | None,
+    now: datetime,
+) -> tuple[str | None, Transition]:
+    """Set the job's state and write its audit row; the product's state follows its latest job."""
+    from_state = job.state
+    job.state = to_state
+    job.updated_at = now
+    job.ended_at = now if to_state == OFF else None
+    if product.latest_job_id == job.id and product.state != to_state:
+        product.state = to_state
+        product.state_changed_at = now
+    transition = Transition(
+        product_id=product.id,
+        job_id=job.id,
+        from_state=from_state,
+        to_state=to_state,
+        action=action,
+        reason=reason,
+        actor=actor,
+        created_at=now,
+    )
+    db.session.add(transition)
+    return from_state, transition
+
+
+def change_state(
+    *,
+    product_id: int,
+    action: str,
+    job_id: int | None = None,
+    reason: str | None = None,
+    new_state: str | None = None,
+    actor: str | None = None,
+    dispatch: dict | None = None,
+) -> Outcome:
+    """move_to_past (ON to OFF), reactivate (OFF to ON) or update_state to `new_state`."""
+    if action not in ACTION_EVENTS:
+        raise InvalidInput(
+            f"Unknown action {action!r}; use move_to_past, reactivate or update_state."
+        )
+    if action == "update_state" and new_state not in (ON, OFF):
+        raise InvalidInput("update_state needs newState 'ON' or 'OFF'.")
+    target = {"move_to_past": OFF, "reactivate": ON}.get(action, new_state)
+
+    begin_write()
+    product = _lock_product(product_id)
+    job = _latest_job(product)
+    _check_job_id(product, job, job_id)
+    if job is None:
+        raise Conflict(f"{product.name} has no job yet; start one first.")
+    if job.state == target:
+        raise Conflict(_already(product, action, target))
+
+    now = utcnow()
+    if action == "move_to_past" and reason is None:
+        reason = "manual"
+    record = None
+    if dispatch is not None:
+        record = Dispatch(
+            product_id=product.id,
+            job_id=job.id,
+            quantity=dispatch.get("quantity", job.quantity_produced),
+            destination=dispatch.get("destination"),
+            notes=dispatch.get("notes"),
+            dispatched_by=actor,
+            created_at=now,
+        )
+        db.session.add(record)
+    previous, transition = _write_transition(
+        product, job, to_state=target, action=action, reason=reason, actor=actor, now=now
+    )
+    db.session.flush()
+    payload = {
+        "productId": product.id,
+        "productName": product.name,
+        "jobId": job.id,
+        "previousState": previous,
+        "newState": target,
+        "action": action,
+        "reason": reason,
+        "actor": actor,
+        "transitionId": transition.id,
+    }
+    if record is not None:
+        payload["dispatch"] = {
+            "id": record.id,
+            "quantity": record.quantity,
+            "destination": record.destination,
+        }
+    outbox.emit(ACTION_EVENTS[action], payload)
+    _refresh_machine(job.machine, now)
+    if target == ON:
+        _emit_dispatchable_change(added=[product.id])
+    else:
+        _emit_dispatchable_change(removed=[product.id])
+    outbox.commit()
+    return Outcome(product, previous, target, action, reason, transition, record)
+
+
+def _already(product: Product, action: str, target: str) -> str:
+    if action == "move_to_past":
+        return f"{product.name} is not live: it is already past."
+    if action == "reactivate":
+        return f"{product.name} is already live."
+    return f"{product.name} is already {target}."
+
+
+def dispatch(
+    *,
+    product_id: int,
+    job_id: int | None = None,
+    quantity: int | None = None,
+    destination: str | None = None,
+    notes: str | None = None,
+    actor: str | None = None,
+) -> Outcome:
+    """Record a Dispatch and move the product to past with reason 'dispatched', in one transaction."""
+    details = {"destination": destination, "notes": notes}
+    if quantity is not None:
+        details["quantity"] = quantity
+    try:
+        return change_state(
+            product_id=product_id,
+            action="move_to_past",
+            job_id=job_id,
+            reason="dispatched",
+            actor=actor,
+            dispatch=details,
+        )
+    except Conflict as err:
+        if "already past" in err.message:
+            raise Conflict(err.message.replace("is not live", "cannot be dispatched")) from None
+        raise
+
+
+def start_job(
+    *,
+    product_id: int,
+    machine_id: int,
+    stage: str | None = None,
+    operator: str | None = None,
+    quantity_planned: int | None = None,
+    actor: str | None = None,
+) -> Job:
+    """Start a job; a running latest job is finished in the same transaction (the next stage)."""
+    begin_write()
+    product = _lock_product(product_id)
+    machine = db.session.get(Machine, machine_id)
+    if machine is None:
+        raise NotFound(f"No machine with id {machine_id}.")
+    if machine.status in MANUAL_STATUSES:
+        raise Conflict(f"{machine.name} is {machine.status}; no job can start on it.")
+    previous = _latest_job(product)
+    if (
+        previous is not None
+        and previous.state == ON
+        and previous.machine_id == machine_id
+        and (previous.stage or "") == (stage or "")
+    ):
+        raise Conflict(
+            f"{product.name} is already at this stage on {machine.name} (job {previous.id})."
+        )
+
+    now = utcnow()
+    previous_state = product.state
+    if previous is not None and previous.state == ON:
+        _write_transition(
+            product, previous, to_state=OFF, action="complete_stage",
+            reason="next stage started", actor=actor, now=now,
+        )
+    job = Job(
+        product_id=product.id,
+        machine_id=machine.id,
+        stage=stage,
+        operator=operator,
+        quantity_planned=quantity_planned,
+        state=ON,
+        created_at=now,
+        updated_at=now,
+    )
+    db.session.add(job)
+    db.session.flush()
+    product.latest_job_id = job.id
+    product.state = ON
+    if previous_state != ON:
+        product.state_changed_at = now
+    transition = Transition(
+        product_id=product.id, job_id=job.id, from_state=previous_state, to_state=ON,
+        action="start_job", reason=stage, actor=actor, created_at=now,
+    )
+    db.session.add(transition)
+    db.session.flush()
+    outbox.emit(
+        "job_started",
+        {
+            "productId": product.id,
+            "productName": product.name,
+            "jobId": job.id,
+            "previousJobId": previous.id if previous else None,
+            "machineId": machine.id,
+            "machineName": machine.name,
+            "stage": stage,
+            "operator": operator,
+            "previousState": previous_state,
+            "newState": ON,
+            "actor": actor,
+        },
+    )
+    if previous is not None and previous.machine_id != machine.id:
+        _refresh_machine(previous.machine, now)
+    _refresh_machine(machine, now)
+    _emit_dispatchable_change(added=[product.id])
+    outbox.commit()
+    return job
+
+
+def log_update(
+    *,
+    job_id: int,
+    operator: str,
+    quantity: int,
+    scrap_quantity: int = 0,
+    note: str | None = None,
+) -> OperatorProductUpdate:
+    """Log finished output against a running job; its running total moves in the same commit."""
+    begin_write()
+    job = db.session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"No job with id {job_id}.")
+    product = _lock_product(job.product_id)
+    db.session.refresh(job)
+    if job.state != ON:
+        raise Conflict(f"Job {job.id} is OFF; output can only be logged against a running job.")
+    update = OperatorProductUpdate(
+        job_id=job.id,
+        product_id=product.id,
+        operator=operator,
+        quantity=quantity,
+        scrap_quantity=scrap_quantity,
+        note=note,
+        created_at=utcnow(),
+    )
+    db.session.add(update)
+    job.quantity_produced = (job.quantity_produced or 0) + quantity
+    job.updated_at = update.created_at
+    db.session.flush()
+    outbox.emit(
+        "operator_update_logged",
+        {
+            "productId": product.id,
+            "productName": product.name,
+            "jobId": job.id,
+            "updateId": update.id,
+            "operator": operator,
+            "quantity": quantity,
+            "scrapQuantity": scrap_quantity,
+            "quantityProduced": job.quantity_produced,
+        },
+    )
+    if product.latest_job_id == job.id:
+        _emit_dispatchable_change(added=[product.id])
+    outbox.commit()
+    return update
+
+
+# --- catalogue writes that touch the stream ---------------------------------------------------
+
+
+def create_product(*, name: str, code: str, description: str | None = None) -> Product:
+    """Add a product to the catalogue; codes are unique."""
+    begin_write()
+    if db.session.scalar(select(Product.id).where(Product.code == code)) is not None:
+        raise Conflict(f"A product with code {code!r} already exists.")
+    product = Product(name=name, code=code, description=description, created_at=utcnow())
+    db.session.add(product)
+    _commit_unique(f"A product with code {code!r} already exists.")
+    return product
+
+
+def create_machine(*, name: str, code: str, status: str | None = None) -> Machine:
+    """Add a machine; it starts idle unless put in maintenance or offline."""
+    begin_write()
+    if db.session.scalar(select(Machine.id).where(Machine.code == code)) is not None:
+        raise Conflict(f"A machine with code {code!r} already exists.")
+    now = utcnow()
+    machine = Machine(name=name, code=code, status=status or "idle", created_at=now, updated_at=now)
+    db.session.add(machine)
+    _commit_unique(f"A machine with code {code!r} already exists.")
+    return machine
+
+
+def update_machine(*, machine_id: int, name: str | None = None, status: str | None = None) -> Machine:
+    """Rename a machine or set its status; idle or running hand it back to its jobs."""
+    begin_write()
+    machine = db.session.scalars(
+        select(Machine).where(Machine.id == machine_id).with_for_update()
+    ).one_or_none()
+    if machine is None:
+        raise NotFound(f"No machine with id {machine_id}.")
+    now = utcnow()
+    if name is not None and name != machine.name:
+        machine.name = name
+        machine.updated_at = now
+        db.session.flush()
+        live_here = db.session.scalars(
+            select(Job.product_id).where(Job.machine_id == machine.id, Job.state == ON)
+        ).all()
+        if live_here:
+            _emit_dispatchable_change(added=list(live_here))
+    if status is not None:
+        if status in MANUAL_STATUSES:
+            _set_machine_status(machine, status, now)
+        else:
+            derived = "running" if _machine_has_on_job(machine.id) else "idle"
+            _set_machine_status(machine, derived, now)
+    outbox.commit()
+    return machine
+
+
+def _commit_unique(message: str) -> None:
+    try:
+        outbox.commit()
+    except IntegrityError:
+        raise Conflict(message) from None

@@ -1,0 +1,156 @@
+"""GET /api/live-products/dispatchable/stream: the contract's SSE stream.
+
+The view reads what it needs from the database (the snapshot, a replay) before it returns; the
+generator then holds no session and no connection while it waits, only its hub client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from flask import Response, current_app, request
+
+from app.common.blueprint import Blueprint
+from app.common.schemas import iso
+from app.errors import InvalidInput
+from app.extensions import db, hub
+from app.models import utcnow
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("realtime", __name__, url_prefix="/api", description="The real-time stream")
+
+
+def _last_event_id() -> int | None:
+    raw = request.headers.get("Last-Event-ID") or request.args.get("lastEventId")
+    if raw is None or raw.strip() == "":
+        return None
+    raw = raw.strip()
+    if not raw.isdigit() or len(raw) > 18:
+        raise InvalidInput("Last-Event-ID must be a whole number from an earlier event.")
+    return int(raw)
+
+
+def _replay_from_db(after: int, upto: int) -> list[tuple[int, bytes]] | None:
+    """Events (after, upto] from the table; None when history before them was pruned."""
+    from sqlalchemy import func, select
+
+    from app.models import Event
+    from app.realtime.hub import frame
+    from app.realtime.outbox import event_json
+
+    oldest = db.session.scalar(select(func.min(Event.id)))
+    if oldest is None or after < oldest - 1:
+        return None if upto > after else []
+    limit = current_app.config["SSE_REPLAY_MAX"]
+    rows = db.session.execute(
+        select(Event.id, Event.type, Event.payload, Event.created_at)
+        .where(Event.id > after, Event.id <= upto)
+        .order_by(Event.id)
+        .limit(limit + 1)
+    ).all()
+    if len(rows) > limit:
+        return None
+    return [(r.id, frame(r.id, event_json(r.type, r.payload, r.created_at))) for r in rows]
+
+
+@bp.route("/live-products/dispatchable/stream")
+@bp.doc(
+    summary="Server-Sent Events: every change, in id order",
+    description=(
+        "text/event-stream. First message: connection_established with the dispatchable "
+        "list and lastEventId. Reconnect with Last-Event-ID (or ?lastEventId=) to replay."
+    ),
+    responses={200: {"description": "An event stream", "content": {"text/event-stream": {}}}},
+)
+def stream():
+    """Server-Sent Events: every change, in id order."""
+    from app.lifecycle.service import dispatchable_snapshot
+
+    after = _last_event_id()
+    client = hub.register()  # first, so nothing committed from here on is missed
+    try:
+        items, snapshot_id = dispatchable_snapshot()
+        replay: list[tuple[int, bytes]] = []
+        resync = False
+        if after is not None:
+            if after > snapshot_id:
+                resync = True  # an id from another database's life
+            else:
+                window = hub.frames_after(after)
+                replay = window if window is not None else _replay_from_db(after, snapshot_id)
+                if replay is None:
+                    resync, replay = True, []
+        db.session.remove()
+    except Exception:
+        hub.unregister(client)
+        raise
+    cursor = snapshot_id if (after is None or resync) else after
+    hello = {
+        "type": "connection_established",
+        "data": {
+            "dispatchableProducts": items,
+            "count": len(items),
+            "lastEventId": snapshot_id,
+            **({"resync": True} if resync else {}),
+        },
+        "timestamp": iso(utcnow()),
+    }
+    first = b"retry: %d\n\ndata: %s\n\n" % (
+        current_app.config["SSE_RETRY_MS"],
+        json.dumps(hello, separators=(",", ":")).encode(),
+    )
+    keepalive = current_app.config["SSE_KEEPALIVE_SECONDS"]
+    sock = request.environ.get("gunicorn.socket")
+
+    def generate():
+        nonlocal cursor
+        watcher = _watch_disconnect(sock, client) if sock is not None else None
+        try:
+            chunk = [first]
+            for event_id, data in replay:
+                if event_id > cursor:
+                    chunk.append(data)
+                    cursor = event_id
+            yield b"".join(chunk)
+            while not client.closed:
+                items = client.take(keepalive)
+                if not items:
+                    if not client.closed:
+                        yield b": keepalive\n\n"
+                    continue
+                out = []
+                for event_id, data in items:
+                    if event_id > cursor:
+                        out.append(data)
+                        cursor = event_id
+                if out:
+                    yield b"".join(out)
+        finally:
+            hub.unregister(client)
+            if watcher is not None:
+                watcher.kill(block=False)
+
+    response = Response(generate(), mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    return response
+
+
+def _watch_disconnect(sock, client):
+    """Notice a closed connection at once, even when nothing is being published."""
+    import gevent
+    from gevent.socket import wait_read
+
+    def watch():
+        try:
+            wait_read(sock.fileno())
+            if sock.recv(1, 2) == b"":  # 2 = MSG_PEEK: an orderly close reads as nothing
+                client.close("client went away")
+        except OSError:
+            client.close("client went away")
+        except gevent.GreenletExit:
+            pass
+
+    return gevent.spawn(watch)

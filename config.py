@@ -1,0 +1,86 @@
+"""Settings, read from the environment with small typed parsers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+INSTANCE_DIR = BASE_DIR / "instance"
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def database_url() -> str:
+    """DATABASE_URL, normalised to the psycopg 3 driver; a SQLite file under instance/ without it."""
+    url = env_str("DATABASE_URL")
+    if not url:
+        INSTANCE_DIR.mkdir(exist_ok=True)
+        return f"sqlite:///{INSTANCE_DIR / 'trackopz.db'}"
+    for prefix in ("postgres://", "postgresql://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+class Config:
+    SQLALCHEMY_DATABASE_URI = database_url()
+    REDIS_URL = env_str("REDIS_URL")
+    SECRET_KEY = env_str("SECRET_KEY", "dev-only-not-secret")
+    # Enough connections for the greenlets of one worker that touch the database at once;
+    # streams hold none while they wait.
+    DB_POOL_SIZE = env_int("DB_POOL_SIZE", 10)
+    DB_MAX_OVERFLOW = env_int("DB_MAX_OVERFLOW", 10)
+    MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 1024 * 1024)
+    SSE_KEEPALIVE_SECONDS = env_float("SSE_KEEPALIVE_SECONDS", 15.0)
+    SSE_RETRY_MS = env_int("SSE_RETRY_MS", 3000)
+    SSE_CLIENT_QUEUE = env_int("SSE_CLIENT_QUEUE", 1000)
+    SSE_WINDOW = env_int("SSE_WINDOW", 2000)
+    SSE_REPLAY_MAX = env_int("SSE_REPLAY_MAX", 10000)
+    EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 30)
+    IDEMPOTENCY_TTL_HOURS = env_int("IDEMPOTENCY_TTL_HOURS", 24)
+    REDIS_CHANNEL = env_str("REDIS_CHANNEL", "trackopz:events")
+    JSON_SORT_KEYS = False
+
+    API_TITLE = "TrackOPZ"
+    API_VERSION = "1.0"
+    OPENAPI_VERSION = "3.0.3"
+    OPENAPI_URL_PREFIX = "/api"
+    OPENAPI_JSON_PATH = "openapi.json"
+
+
+class TestConfig(Config):
+    """The test suite's settings; tests/conftest.py points the database at a fresh one."""
+
+    TESTING = True
+    SSE_KEEPALIVE_SECONDS = 0.5
