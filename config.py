@@ -49,7 +49,7 @@ def database_url() -> str:
         return f"sqlite:///{INSTANCE_DIR / 'trackopz.db'}"
     for prefix in ("postgres://", "postgresql://", "postgresql+psycopg2://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 

@@ -64,7 +64,9 @@ def _configure_engine(engine) -> None:
         dbapi_conn.isolation_level = None  # we say BEGIN ourselves, below
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable at checkpoints, fast commits
+        cursor.execute(
+            "PRAGMA synchronous=NORMAL"
+        )  # with WAL: durable at checkpoints, fast commits
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
@@ -80,6 +82,7 @@ def register_blueprints(app: Flask) -> None:
     from app.dashboard import bp as dashboard_bp
     from app.docs import bp as docs_bp
     from app.extensions import api
+    from app.health import bp as health_bp
     from app.jobs import bp as jobs_bp
     from app.lifecycle import bp as lifecycle_bp
     from app.realtime.routes import bp as realtime_bp
@@ -88,6 +91,7 @@ def register_blueprints(app: Flask) -> None:
     for bp in (catalog_bp, jobs_bp, lifecycle_bp, realtime_bp, dashboard_bp):
         api.register_blueprint(bp)
     app.register_blueprint(docs_bp)
+    app.register_blueprint(health_bp)
     app.register_blueprint(web_bp)
 
 

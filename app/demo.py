@@ -126,8 +126,10 @@ def load(seed: int = 7) -> dict:
                 counts["dispatched"] += 1
             elif index in (10, 11):
                 service.change_state(
-                    product_id=product.id, action="move_to_past",
-                    reason="customer order cancelled", actor="meera",
+                    product_id=product.id,
+                    action="move_to_past",
+                    reason="customer order cancelled",
+                    actor="meera",
                 )
                 counts["past"] += 1
             else:

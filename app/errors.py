@@ -87,7 +87,11 @@ def register_errorhandlers(app: Flask) -> None:
                 message = _summary(details) or SENTENCES[400]
         elif status == 400 and err.description and err.description != HTTPException.description:
             message = err.description
-        elif status == 404 and err.description and not err.description.startswith("The requested URL"):
+        elif (
+            status == 404
+            and err.description
+            and not err.description.startswith("The requested URL")
+        ):
             message = err.description
         response = jsonify(error_body(status, message, details))
         response.status_code = status

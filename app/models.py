@@ -10,7 +10,6 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
 
-
 # Set only by the demo loader, to write a believable past; None means the real clock.
 clock_override: ContextVar[datetime | None] = ContextVar("clock_override", default=None)
 

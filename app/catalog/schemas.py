@@ -9,7 +9,9 @@ class ProductSchema(CamelSchema):
     name = fields.String()
     code = fields.String()
     description = fields.String(allow_none=True)
-    state = fields.String(allow_none=True, metadata={"description": "ON (live), OFF (past) or null"})
+    state = fields.String(
+        allow_none=True, metadata={"description": "ON (live), OFF (past) or null"}
+    )
     latest_job_id = fields.Integer(allow_none=True)
     created_at = UTCDateTime()
 

@@ -65,7 +65,9 @@ def idempotency_before() -> Response | None:
                 "That Idempotency-Key was already used for a different request."
             ) from None
         if record.status_code is None:
-            raise Conflict("A request with that Idempotency-Key is still being processed.") from None
+            raise Conflict(
+                "A request with that Idempotency-Key is still being processed."
+            ) from None
         response = Response(record.body, status=record.status_code, mimetype="application/json")
         response.headers["Idempotent-Replayed"] = "true"
         return response
@@ -92,7 +94,9 @@ def idempotency_after(response: Response) -> Response:
 
 def prune_idempotency_keys() -> int:
     cutoff = utcnow() - timedelta(hours=current_app.config["IDEMPOTENCY_TTL_HOURS"])
-    result = db.session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff))
+    result = db.session.execute(
+        delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff)
+    )
     db.session.commit()
     return result.rowcount or 0
 
@@ -128,4 +132,3 @@ def register_request_hooks(app: Flask) -> None:
     app.before_request(require_json)
     app.before_request(idempotency_before)
     app.after_request(idempotency_after)
-

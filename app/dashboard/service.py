@@ -28,8 +28,15 @@ def etag() -> str:
 
 def _past_products() -> list[dict]:
     rows = db.session.execute(
-        select(Product.id, Product.name, Product.code, Product.state_changed_at, Job.id, Job.stage,
-               Machine.name)
+        select(
+            Product.id,
+            Product.name,
+            Product.code,
+            Product.state_changed_at,
+            Job.id,
+            Job.stage,
+            Machine.name,
+        )
         .join(Job, Job.id == Product.latest_job_id)
         .join(Machine, Machine.id == Job.machine_id)
         .where(Product.state == OFF)
@@ -38,8 +45,14 @@ def _past_products() -> list[dict]:
     ).all()
     return [
         {
-            "id": pid, "name": name, "code": code, "status": OFF, "jobId": job_id,
-            "stage": stage, "process": machine, "endedAt": iso(changed),
+            "id": pid,
+            "name": name,
+            "code": code,
+            "status": OFF,
+            "jobId": job_id,
+            "stage": stage,
+            "process": machine,
+            "endedAt": iso(changed),
         }
         for pid, name, code, changed, job_id, stage, machine in rows
     ]
@@ -81,11 +94,17 @@ def status() -> dict:
     )
     live = dispatchable_rows()
     recent = db.session.scalars(select(Transition).order_by(Transition.id.desc()).limit(20)).all()
-    names = dict(
-        db.session.execute(
-            select(Product.id, Product.name).where(Product.id.in_({t.product_id for t in recent}))
-        ).all()
-    ) if recent else {}
+    names = (
+        dict(
+            db.session.execute(
+                select(Product.id, Product.name).where(
+                    Product.id.in_({t.product_id for t in recent})
+                )
+            ).all()
+        )
+        if recent
+        else {}
+    )
     total_machines = sum(machine_counts.values())
     active = machine_counts.get("running", 0)
     stats = {
@@ -133,8 +152,7 @@ def daily(days: int) -> list[dict]:
     out = []
     for i in range(days):
         d = (first + timedelta(days=i)).isoformat()
-        out.append({"date": d, "dispatches": dispatches.get(d, 0), "transitions": transitions.get(d, 0)})
+        out.append(
+            {"date": d, "dispatches": dispatches.get(d, 0), "transitions": transitions.get(d, 0)}
+        )
     return out
-
-
-

@@ -370,8 +370,13 @@ def start_job(
     previous_state = product.state
     if previous is not None and previous.state == ON:
         _write_transition(
-            product, previous, to_state=OFF, action="complete_stage",
-            reason="next stage started", actor=actor, now=now,
+            product,
+            previous,
+            to_state=OFF,
+            action="complete_stage",
+            reason="next stage started",
+            actor=actor,
+            now=now,
         )
     job = Job(
         product_id=product.id,
@@ -390,8 +395,14 @@ def start_job(
     if previous_state != ON:
         product.state_changed_at = now
     transition = Transition(
-        product_id=product.id, job_id=job.id, from_state=previous_state, to_state=ON,
-        action="start_job", reason=stage, actor=actor, created_at=now,
+        product_id=product.id,
+        job_id=job.id,
+        from_state=previous_state,
+        to_state=ON,
+        action="start_job",
+        reason=stage,
+        actor=actor,
+        created_at=now,
     )
     db.session.add(transition)
     db.session.flush()
@@ -494,7 +505,9 @@ def create_machine(*, name: str, code: str, status: str | None = None) -> Machin
     return machine
 
 
-def update_machine(*, machine_id: int, name: str | None = None, status: str | None = None) -> Machine:
+def update_machine(
+    *, machine_id: int, name: str | None = None, status: str | None = None
+) -> Machine:
     """Rename a machine or set its status; idle or running hand it back to its jobs."""
     begin_write()
     machine = db.session.scalars(

@@ -75,8 +75,11 @@ class Broker:
         except (redis.RedisError, OSError) as err:
             self.publish_failures += 1
             self._retry_after = time.monotonic() + 0.5
-            log.warning("redis publish failed (%s); %d event(s) wait for the relay",
-                        err, len(self.unpublished))
+            log.warning(
+                "redis publish failed (%s); %d event(s) wait for the relay",
+                err,
+                len(self.unpublished),
+            )
             self._wake_relay()
             return False
 

@@ -80,6 +80,9 @@ class Hub:
     def init_app(self, app) -> None:
         self.app = app
         self.window = deque(maxlen=app.config["SSE_WINDOW"])
+        self.started = False
+        self.clients = set()
+        self.last_id = 0
         app.extensions["trackopz_hub"] = self
 
     # --- life -------------------------------------------------------------------------------
@@ -97,9 +100,8 @@ class Hub:
         self._lock = Semaphore()
         self.worker_key = f"{CLIENTS_KEY}{socket.gethostname()}:{os.getpid()}"
         with self.app.app_context():
-            from app.lifecycle.service import last_event_id
-
             from app.extensions import db
+            from app.lifecycle.service import last_event_id
 
             self.last_id = last_event_id()
             db.session.remove()

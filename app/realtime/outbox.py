@@ -38,7 +38,7 @@ def emit(type_: str, payload: dict) -> Event:
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENT_LOCK_KEY})
     event = Event(type=type_, payload=payload, created_at=utcnow())
     session.add(event)
-    session.flush([event])
+    session.flush()
     pending.append(event)
     return event
 
