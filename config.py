@@ -41,6 +41,34 @@ def env_bool(name: str, default: bool = False) -> bool:
     return raw.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def secret_key() -> str:
+    """SECRET_KEY; on the embedded default one is made once and kept in instance/secret_key.
+
+    With DATABASE_URL set (a real deployment, several hosts) it must be given: hosts behind one
+    load balancer need the same key, or sign-ins would not survive a hop between them.
+    gunicorn.conf.py refuses to start without it; a CLI command gets a throwaway key.
+    """
+    import secrets
+
+    key = env_str("SECRET_KEY")
+    if key:
+        return key
+    if env_str("DATABASE_URL"):
+        return secrets.token_hex(32)
+    INSTANCE_DIR.mkdir(exist_ok=True)
+    path = INSTANCE_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+MISSING_SECRET = (
+    "TrackOPZ: set SECRET_KEY (the same long random value on every host), e.g. "
+    "SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')."
+)
+
+
 def database_url() -> str:
     """DATABASE_URL, normalised to the psycopg 3 driver; a SQLite file under instance/ without it."""
     url = env_str("DATABASE_URL")
@@ -56,7 +84,20 @@ def database_url() -> str:
 class Config:
     SQLALCHEMY_DATABASE_URI = database_url()
     REDIS_URL = env_str("REDIS_URL")
-    SECRET_KEY = env_str("SECRET_KEY", "dev-only-not-secret")
+    SECRET_KEY = env_str("SECRET_KEY")
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+    SESSION_COOKIE_NAME = "trackopz_session"
+    PERMANENT_SESSION_LIFETIME = env_int("SESSION_HOURS", 12) * 3600
+    CORS_ORIGINS = tuple(o.strip() for o in (env_str("CORS_ORIGINS") or "").split(",") if o.strip())
+    RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
+    RATELIMIT_HEADERS_ENABLED = True
+    RATELIMIT_STORAGE_URI = env_str("RATELIMIT_STORAGE_URI") or env_str("REDIS_URL") or "memory://"
+    LOGIN_RATE_LIMIT_PER_ADDRESS = env_str("LOGIN_RATE_LIMIT_PER_ADDRESS", "30 per minute")
+    LOGIN_RATE_LIMIT_PER_USER = env_str("LOGIN_RATE_LIMIT_PER_USER", "5 per minute")
+    WRITE_RATE_LIMIT = env_str("WRITE_RATE_LIMIT", "1200 per minute")
+    STREAMS_PER_USER = env_int("STREAMS_PER_USER", 20)
     # Enough connections for the greenlets of one worker that touch the database at once;
     # streams hold none while they wait.
     DB_POOL_SIZE = env_int("DB_POOL_SIZE", 10)
@@ -83,4 +124,6 @@ class TestConfig(Config):
     """The test suite's settings; tests/conftest.py points the database at a fresh one."""
 
     TESTING = True
+    SECRET_KEY = "test-only-secret"
     SSE_KEEPALIVE_SECONDS = 0.5
+    RATELIMIT_STORAGE_URI = "memory://"

@@ -44,4 +44,8 @@ def on_starting(server):
             "clients of the worker that made them. Set REDIS_URL, or run one worker "
             "(WEB_CONCURRENCY=1)."
         )
+    if os.environ.get("DATABASE_URL") and not os.environ.get("SECRET_KEY"):
+        from config import MISSING_SECRET
+
+        sys.exit(MISSING_SECRET)
     server.log.info("TrackOPZ — %s", _describe())

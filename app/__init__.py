@@ -15,6 +15,10 @@ def create_app(config_class: type[Config] = Config, **overrides) -> Flask:
     app.config.from_object(config_class)
     app.config.update(overrides)
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _engine_options(app))
+    if not app.config.get("SECRET_KEY"):
+        from config import secret_key
+
+        app.config["SECRET_KEY"] = secret_key()
     app.json.sort_keys = False
     configure_logger(app)
     register_extensions(app)
@@ -37,8 +41,9 @@ def _engine_options(app: Flask) -> dict:
 
 
 def register_extensions(app: Flask) -> None:
+    from app.auth.guard import init_guard
     from app.common.http import register_request_hooks
-    from app.extensions import api, broker, db, hub, migrate
+    from app.extensions import api, broker, db, hub, limiter, migrate
     from app.realtime.outbox import init_outbox
 
     db.init_app(app)
@@ -49,6 +54,12 @@ def register_extensions(app: Flask) -> None:
     init_outbox()
     hub.init_app(app)
     broker.init_app(app, hub)
+    api.spec.components.security_scheme(
+        "bearer", {"type": "http", "scheme": "bearer", "description": "tpz_… API token"}
+    )
+    api.spec.options["security"] = [{"bearer": []}]
+    init_guard(app)  # identity first: the limits and the idempotency keys are per user
+    limiter.init_app(app)
     register_request_hooks(app)
     app.before_request(hub.ensure_started)
 
@@ -78,6 +89,8 @@ def _configure_engine(engine) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
+    from app.auth import api_bp as access_bp
+    from app.auth import bp as auth_bp
     from app.catalog import bp as catalog_bp
     from app.dashboard import bp as dashboard_bp
     from app.docs import bp as docs_bp
@@ -88,11 +101,12 @@ def register_blueprints(app: Flask) -> None:
     from app.realtime.routes import bp as realtime_bp
     from app.web import bp as web_bp
 
-    for bp in (catalog_bp, jobs_bp, lifecycle_bp, realtime_bp, dashboard_bp):
+    for bp in (catalog_bp, jobs_bp, lifecycle_bp, realtime_bp, dashboard_bp, access_bp):
         api.register_blueprint(bp)
     app.register_blueprint(docs_bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(web_bp)
+    app.register_blueprint(auth_bp)
 
 
 def register_errorhandlers(app: Flask) -> None:

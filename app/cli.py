@@ -14,6 +14,8 @@ from app.extensions import db
 def register(app: Flask) -> None:
     app.cli.add_command(seed_demo)
     app.cli.add_command(events)
+    app.cli.add_command(users)
+    app.cli.add_command(tokens)
 
 
 @click.command("seed-demo")
@@ -21,14 +23,20 @@ def seed_demo():
     """Load the demo factory into an empty database."""
     from app import demo
 
-    if not demo.is_empty():
+    if demo.has_no_users():
+        demo.load_users()
+    if demo.is_empty():
+        counts = demo.load()
+        click.echo(
+            "Loaded the demo factory: {products} products ({live} live, {dispatched} dispatched, "
+            "{past} moved to past) on 12 machines.".format(**counts)
+        )
+    else:
         click.echo("The database already has products; demo data not loaded.")
-        return
-    counts = demo.load()
-    click.echo(
-        "Loaded the demo factory: {products} products ({live} live, {dispatched} dispatched, "
-        "{past} moved to past) on 12 machines.".format(**counts)
-    )
+    if demo.has_demo_users():
+        click.echo(f"Sign in with one of the demo users (password: {demo.DEMO_PASSWORD}):")
+        for name, role in demo.USERS:
+            click.echo(f"  {name:<8} {role}")
 
 
 @click.group()
@@ -54,3 +62,65 @@ def prune(days):
     db.session.commit()
     keys = prune_idempotency_keys()
     click.echo(f"Pruned {removed} event(s) older than {days} day(s); {keys} idempotency key(s).")
+
+
+@click.group()
+def users():
+    """Users who sign in."""
+
+
+@users.command("create")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["operator", "dispatcher", "manager"]), required=True)
+@click.option(
+    "--password",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    help="Asked for when not given.",
+)
+def create_user(name, role, password):
+    """Add a user with a role."""
+    from app.auth import service
+    from app.errors import DomainError
+
+    try:
+        user = service.create_user(name=name, role=role, password=password)
+    except DomainError as err:
+        raise click.ClickException(err.message) from None
+    click.echo(f"Created {user.role} {user.name}.")
+
+
+@click.group()
+def tokens():
+    """API tokens for scripts and other services."""
+
+
+@tokens.command("create")
+@click.option("--user", "user_name", required=True, help="The user the token acts as.")
+@click.option("--name", "label", default="cli", show_default=True, help="A label for the token.")
+def create_token(user_name, label):
+    """Make a token; it is printed once, as the last line."""
+    from app.auth import service
+    from app.errors import DomainError
+
+    try:
+        token, plain = service.create_token(user_name=user_name, name=label)
+    except DomainError as err:
+        raise click.ClickException(err.message) from None
+    click.echo(f"Token {token.id} ({token.name}) for {user_name}; it is not shown again:")
+    click.echo(plain)
+
+
+@tokens.command("revoke")
+@click.argument("token_id", type=int)
+def revoke_token(token_id):
+    """Revoke a token at once."""
+    from app.auth import service
+    from app.errors import DomainError
+
+    try:
+        service.revoke_token(token_id)
+    except DomainError as err:
+        raise click.ClickException(err.message) from None
+    click.echo(f"Revoked token {token_id}.")

@@ -69,6 +69,30 @@ OPERATORS = ["ana", "ravi", "meera", "john", "li", "fatima", "karthik"]
 DESTINATIONS = ["Pune Assembly Plant", "Chennai OEM Warehouse", "Export Bay 3", "Nashik Line 2"]
 
 
+USERS = [("ana", "operator"), ("ravi", "dispatcher"), ("meera", "manager")]
+DEMO_PASSWORD = "trackopz-demo"
+
+
+def has_no_users() -> bool:
+    from app.models import User
+
+    return not db.session.scalar(select(func.count()).select_from(User))
+
+
+def has_demo_users() -> bool:
+    """The demo users still have the demo password (nobody changed it)."""
+    from app.auth.service import authenticate
+
+    return authenticate(USERS[0][0], DEMO_PASSWORD) is not None
+
+
+def load_users() -> None:
+    from app.auth.service import create_user
+
+    for name, role in USERS:
+        create_user(name=name, role=role, password=DEMO_PASSWORD)
+
+
 def is_empty() -> bool:
     return not db.session.scalar(select(func.count()).select_from(Product))
 

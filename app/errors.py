@@ -85,14 +85,10 @@ def register_errorhandlers(app: Flask) -> None:
                 details, message = None, "The body is not valid JSON."
             else:
                 message = _summary(details) or SENTENCES[400]
-        elif status == 400 and err.description and err.description != HTTPException.description:
-            message = err.description
-        elif (
-            status == 404
-            and err.description
-            and not err.description.startswith("The requested URL")
-        ):
-            message = err.description
+        elif status == 429:
+            message = f"Too many requests ({err.description}); try again shortly."
+        elif err.description and err.description != type(err).description:
+            message = err.description  # a sentence the app wrote, not werkzeug's stock text
         response = jsonify(error_body(status, message, details))
         response.status_code = status
         for name, value in err.get_headers():

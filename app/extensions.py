@@ -1,5 +1,8 @@
 """Unbound extension objects; create_app binds them."""
 
+from flask import g, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
@@ -21,3 +24,26 @@ migrate = Migrate(compare_type=True, render_as_batch=True)
 api = Api()
 broker = Broker()
 hub = Hub()
+
+
+def _client_key() -> str:
+    """Limits count per signed-in user (and so per token), else per address."""
+    user = g.get("user")
+    return f"user:{user.id}" if user is not None else get_remote_address()
+
+
+def _not_a_write() -> bool:
+    return request.method not in ("POST", "PUT", "PATCH", "DELETE")
+
+
+limiter = Limiter(
+    key_func=_client_key,
+    default_limits=[lambda: _setting("WRITE_RATE_LIMIT")],
+    default_limits_exempt_when=_not_a_write,
+)
+
+
+def _setting(name: str) -> str:
+    from flask import current_app
+
+    return current_app.config[name]

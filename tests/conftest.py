@@ -72,8 +72,38 @@ def _empty_tables() -> None:
     _db.session.commit()
 
 
+def make_user(app, name: str, role: str, password: str | None = None):
+    """A user, and a bearer token acting as them: (user id, token)."""
+    from app.auth import service
+    from app.models import User
+
+    with app.app_context():
+        if password is None:  # skip the slow hash when the test never signs in with it
+            _db.session.add(User(name=name, role=role, password_hash="!"))
+            _db.session.commit()
+        else:
+            service.create_user(name=name, role=role, password=password)
+        token, plain = service.create_token(user_name=name, name=f"{name}-test")
+        return token.user_id, plain
+
+
+def authed_client(app, name: str, role: str):
+    """A test client sending a bearer token for a new user with `role`."""
+    _, plain = make_user(app, name, role)
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {plain}"
+    return client
+
+
 @pytest.fixture
 def client(app):
+    """Signed in as a manager, who may do everything."""
+    return authed_client(app, "boss", "manager")
+
+
+@pytest.fixture
+def anon_client(app):
+    """Nobody signed in."""
     return app.test_client()
 
 

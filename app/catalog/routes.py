@@ -1,5 +1,6 @@
 from sqlalchemy import select
 
+from app.auth.guard import requires
 from app.catalog import bp
 from app.catalog.schemas import (
     MachineCreateSchema,
@@ -21,6 +22,7 @@ from app.models import Machine, Product
 
 
 @bp.post("/products")
+@requires("manager")
 @bp.arguments(ProductCreateSchema)
 @bp.response(201, ProductEnvelope)
 def create_product(body):
@@ -48,6 +50,7 @@ def show_product(product_id):
 
 
 @bp.post("/machines")
+@requires("manager")
 @bp.arguments(MachineCreateSchema)
 @bp.response(201, MachineEnvelope)
 def create_machine(body):
@@ -77,6 +80,7 @@ def show_machine(machine_id):
 
 
 @bp.patch("/machines/<int:machine_id>")
+@requires("manager")
 @bp.arguments(MachineUpdateSchema)
 @bp.response(200, MachineEnvelope)
 def update_machine(body, machine_id):

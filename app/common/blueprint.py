@@ -14,5 +14,5 @@ class Blueprint(SmorestBlueprint):
 
 
 def current_actor() -> str | None:
-    """Who is acting: the signed-in user's name once sign-in exists, else nobody in particular."""
+    """Who is acting: the signed-in user's (or token's user's) name, never the request body."""
     return getattr(g, "actor", None)

@@ -49,8 +49,10 @@ def idempotency_before() -> Response | None:
     if key is None or not _is_api_write():
         return None
     key = key.strip()
-    if not key or len(key) > 255:
-        raise InvalidInput("Idempotency-Key must be 1 to 255 characters.")
+    if not key or len(key) > 200:
+        raise InvalidInput("Idempotency-Key must be 1 to 200 characters.")
+    user = g.get("user")
+    key = f"{user.id if user is not None else '-'}:{key}"  # one user's key never replays another's
     fingerprint = _fingerprint()
     db.session.add(IdempotencyRecord(key=key, fingerprint=fingerprint))
     try:

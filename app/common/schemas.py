@@ -112,7 +112,9 @@ class ErrorSchema(Schema):
     details = fields.Dict()
 
 
-def envelope(name: str, inner, *, many: bool = False, paged: bool = False, **extra) -> type[Schema]:
+def envelope(
+    name: str, inner, *, many: bool = False, paged: bool = False, title: str | None = None, **extra
+) -> type[Schema]:
     """A response body schema: {success, <name>: inner, nextCursor?}."""
     attrs = {
         "success": fields.Boolean(dump_default=True),
@@ -121,4 +123,4 @@ def envelope(name: str, inner, *, many: bool = False, paged: bool = False, **ext
     }
     if paged:
         attrs["nextCursor"] = fields.String(allow_none=True, dump_default=None)
-    return Schema.from_dict(attrs, name=f"{name[0].upper()}{name[1:]}Envelope")
+    return Schema.from_dict(attrs, name=title or f"{name[0].upper()}{name[1:]}Envelope")

@@ -1,5 +1,6 @@
 from sqlalchemy import select
 
+from app.auth.guard import requires
 from app.common.blueprint import current_actor
 from app.common.http import page
 from app.errors import NotFound
@@ -29,6 +30,7 @@ def _job_or_404(job_id: int) -> Job:
 
 
 @bp.post("/jobs")
+@requires("operator")
 @bp.arguments(JobCreateSchema)
 @bp.response(201, JobEnvelope)
 def start_job(body):
@@ -60,6 +62,7 @@ def show_job(job_id):
 
 
 @bp.post("/jobs/<int:job_id>/updates")
+@requires("operator")
 @bp.arguments(UpdateCreateSchema)
 @bp.response(201, UpdateEnvelope)
 def log_update(body, job_id):

@@ -1,5 +1,6 @@
 from flask import jsonify
 
+from app.auth.guard import require_role, requires
 from app.common.blueprint import current_actor
 from app.common.http import not_modified, with_etag
 from app.common.schemas import iso
@@ -52,6 +53,13 @@ def _result(outcome: service.Outcome) -> dict:
     return body
 
 
+def _role_for(action: str, new_state: str | None) -> str:
+    """Operators take products out of production; bringing one back is a dispatcher's call."""
+    if action == "reactivate" or (action == "update_state" and new_state == "ON"):
+        return "dispatcher"
+    return "operator"
+
+
 def dispatchable_etag() -> str:
     return f"ev-{service.last_event_id()}"
 
@@ -70,6 +78,7 @@ def dispatchable():
 
 
 @bp.post("/live-products/dispatchable")
+@requires("dispatcher")
 @bp.arguments(DispatchCreateSchema)
 @bp.response(200, TransitionResultSchema)
 def dispatch(body):
@@ -90,10 +99,12 @@ def lifecycle(args):
 @bp.response(200, TransitionResultSchema)
 def change_state(body):
     """move_to_past, reactivate, or update_state with newState."""
+    require_role(_role_for(body["action"], body.get("new_state")))
     return jsonify(_result(service.change_state(**body, actor=current_actor())))
 
 
 @bp.post("/products/move-to-past")
+@requires("operator")
 @bp.arguments(MoveToPastSchema)
 @bp.response(200, TransitionResultSchema)
 def move_to_past(body):

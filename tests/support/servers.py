@@ -46,6 +46,7 @@ class Gunicorn:
             "PORT": str(self.port),
             "WEB_CONCURRENCY": str(workers),
             "PYTHONUNBUFFERED": "1",
+            "SECRET_KEY": "test-only-secret",
             **env,
         }
         self.log_path = Path(log_dir) / f"gunicorn-{self.port}.log"
@@ -114,3 +115,21 @@ class Gunicorn:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def make_token(env: dict, *, name: str = "tester", role: str = "manager") -> str:
+    """A user with `role` (made if missing) and a fresh API token for them, via the real CLI."""
+    try:
+        flask_cli("users", "create", name, "--role", role, "--password", "test-password", env=env)
+    except subprocess.CalledProcessError as err:
+        if "already exists" not in (err.stderr or "") + (err.stdout or ""):
+            raise
+    out = flask_cli("tokens", "create", "--user", name, env=env).stdout
+    return out.strip().splitlines()[-1]
+
+
+def auth_session(token: str) -> requests.Session:
+    """A requests session that acts as the token's user."""
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {token}"
+    return session

@@ -1,0 +1,94 @@
+"""Users, passwords and API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import select
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from app.errors import Conflict, InvalidInput, NotFound
+from app.extensions import db
+from app.models import ROLES, ApiToken, User, utcnow
+
+ROLE_RANK = {"operator": 1, "dispatcher": 2, "manager": 3}
+TOKEN_PREFIX = "tpz_"
+# A dummy hash to compare against when the user does not exist, so timing does not tell.
+_DUMMY_HASH = generate_password_hash("not-a-real-password", method="scrypt")
+
+
+def allows(role: str, needed: str) -> bool:
+    return ROLE_RANK.get(role, 0) >= ROLE_RANK[needed]
+
+
+def create_user(*, name: str, role: str, password: str) -> User:
+    """Add a user; the password is kept only as a scrypt hash."""
+    if role not in ROLES:
+        raise InvalidInput(f"Role must be one of {', '.join(ROLES)}.")
+    if len(password) < 8:
+        raise InvalidInput("The password must have at least 8 characters.")
+    if db.session.scalar(select(User.id).where(User.name == name)) is not None:
+        raise Conflict(f"A user named {name!r} already exists.")
+    user = User(
+        name=name, role=role, password_hash=generate_password_hash(password, method="scrypt")
+    )
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
+def authenticate(name: str, password: str) -> User | None:
+    user = db.session.scalar(select(User).where(User.name == name))
+    if user is None or not user.active:
+        check_password_hash(_DUMMY_HASH, password)
+        return None
+    return user if check_password_hash(user.password_hash, password) else None
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(*, user_name: str, name: str) -> tuple[ApiToken, str]:
+    """A new token for `user_name`; the plain token is returned once and never stored."""
+    user = db.session.scalar(select(User).where(User.name == user_name))
+    if user is None:
+        raise NotFound(f"No user named {user_name!r}.")
+    plain = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken(user_id=user.id, name=name, token_hash=_digest(plain), prefix=plain[:10])
+    db.session.add(token)
+    db.session.commit()
+    return token, plain
+
+
+def revoke_token(token_id: int) -> ApiToken:
+    token = db.session.get(ApiToken, token_id)
+    if token is None:
+        raise NotFound(f"No token with id {token_id}.")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        db.session.commit()
+    return token
+
+
+def user_for_token(plain: str) -> User | None:
+    """The active user behind a bearer token; looked up on every request, so a revoke is at once."""
+    if not plain.startswith(TOKEN_PREFIX) or len(plain) > 200:
+        return None
+    row = db.session.execute(
+        select(ApiToken, User)
+        .join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.token_hash == _digest(plain))
+    ).first()
+    if row is None:
+        return None
+    token, user = row
+    if token.revoked_at is not None or not user.active:
+        return None
+    now = utcnow()
+    # Keep last-used current to the minute without a write on every request.
+    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
+        token.last_used_at = now
+        db.session.commit()
+    return user
