@@ -18,14 +18,14 @@
     ['inactiveMachines', 'Machines not running'],
     ['totalMachines', 'Machines'],
   ];
-  // Events that change the daily dispatch/transition figures.
-  const TRANSITION_EVENTS = new Set(['product_moved_to_past', 'product_reactivated', 'product_state_updated']);
+  // Events that write a Transition row (starting a job writes one or two), so change the chart.
+  const TRANSITION_EVENTS = new Set(['product_moved_to_past', 'product_reactivated', 'product_state_updated', 'job_started']);
 
   // ------------------------------------------------------------ counters and machines
 
   function renderStats(stats, realtime) {
     const items = STAT_LABELS.map(([key, label]) => [key, label, stats[key]]);
-    if (realtime) items.push(['connectedClients', 'Live screens', realtime.connectedClients]);
+    items.push(['connectedClients', 'Live screens', realtime.connectedClients]);
     T.byTestId('stats').replaceChildren(...items.map(([key, label, value]) =>
       h('div', { class: 'stat', 'data-stat': key },
         h('dt', null, label),
@@ -34,13 +34,11 @@
 
   function renderMachines(machines) {
     const board = T.byTestId('machine-board');
-    board.replaceChildren(...machines.map((m) => {
-      return h('li', { class: 'machine', 'data-testid': 'machine', 'data-machine-id': m.id },
-        h('span', { class: 'machine-name' }, m.name),
-        h('span', { class: `badge status-${m.status}` }, m.status),
-        h('span', { class: 'machine-product' }, m.currentProduct ? m.currentProduct.name : 'No product'),
-        m.lastActivity ? h('span', { class: 'muted' }, 'Last activity ', T.liveTime(m.lastActivity)) : null);
-    }));
+    board.replaceChildren(...machines.map((m) => h('li', { class: 'machine', 'data-testid': 'machine', 'data-machine-id': m.id },
+      h('span', { class: 'machine-name' }, m.name),
+      h('span', { class: `badge status-${m.status}` }, m.status),
+      h('span', { class: 'machine-product' }, m.currentProduct ? m.currentProduct.name : 'No product'),
+      h('span', { class: 'muted' }, 'Last activity ', T.liveTime(m.lastActivity)))));
     board.removeAttribute('aria-busy');
     T.setEmpty('machines', machines.length === 0);
   }
@@ -129,14 +127,15 @@
 
     const legend = h('ul', { class: 'legend' }, SERIES.map(([key, label]) =>
       h('li', null, h('span', { class: `swatch bar-${key}`, 'aria-hidden': 'true' }), label)));
-    const table = h('details', { class: 'chart-table' },
+    const box = T.byTestId('daily-chart');
+    const table = h('details', { class: 'chart-table', open: T.$('details', box)?.open },
       h('summary', null, 'Show the numbers'),
       h('table', { class: 'table' },
         h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'Day'), SERIES.map(([, label]) => h('th', { scope: 'col', class: 'num' }, label)))),
         h('tbody', null, [...days].reverse().map((d) => h('tr', null,
           h('th', { scope: 'row' }, dayLabel(d.date)),
           SERIES.map(([key]) => h('td', { class: 'num' }, d[key])))))));
-    T.byTestId('daily-chart').replaceChildren(svg, legend, table);
+    box.replaceChildren(svg, legend, table);
   }
 
   const loadDaily = T.latestOnly(() => api.get('/api/dashboard/daily?days=30'), (body) => renderChart(body.days));

@@ -119,17 +119,16 @@
   T.connectStream({
     onConnected(data) {
       fromStream = true;
-      replaceAll(data.dispatchableProducts || []);
+      replaceAll(data.dispatchableProducts);
       refreshDispatches();
     },
     onEvent({ type, data = {} }, { replayed }) {
       if (type === 'dispatchable_products_update' && !replayed) {
         // A replayed (catch-up) delta is already part of the snapshot we just applied.
-        (data.removed || []).forEach((id) => products.delete(Number(id)));
-        (data.added || []).forEach(put);
+        data.removed.forEach((id) => products.delete(id));
+        data.added.forEach(put);
         renderSelect();
       } else if (type === 'product_moved_to_past' && data.reason === 'dispatched') {
-        if (data.productName && !names.has(Number(data.productId))) names.set(Number(data.productId), data.productName);
         refreshDispatches();
       }
     },

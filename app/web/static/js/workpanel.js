@@ -47,17 +47,16 @@
 
   function productCard(p, kind) {
     const live = kind === 'live';
-    const id = p.id;
     const where = [p.stage, p.process].filter(Boolean).join(' on ');
     return h('li', null,
       h('button', {
         type: 'button',
         class: `card card-${kind}`,
         'data-testid': 'product-card',
-        'data-product-id': id,
+        'data-product-id': p.id,
         'aria-controls': 'details-title',
-        'aria-current': id === state.selectedId ? 'true' : null,
-        on: { click: () => openDetails(id) },
+        'aria-current': p.id === state.selectedId ? 'true' : null,
+        on: { click: () => openDetails(p.id) },
       },
       h('span', { class: 'card-title' }, p.name, ' ', h('span', { class: 'code' }, p.code)),
       h('span', { class: 'card-where' }, where || (live ? 'No stage yet' : 'Finished')),
@@ -153,14 +152,13 @@
     const switching = state.selectedId !== productId;
     state.selectedId = productId;
     panel.hidden = false;
-    if (switching) {
-      T.$$('form', panel).forEach((f) => { f.reset(); });
-      fillOperator();
-    }
+    if (switching) T.$$('form', panel).forEach(resetForm);
     T.clearError();
     try {
       await loadDetails(productId);
-      field('title').focus();
+      field('title').focus({ preventScroll: true });
+      // Side by side the panel stays in view (sticky); stacked, it is below the list: go there.
+      if (getComputedStyle(panel).position !== 'sticky') panel.scrollIntoView({ block: 'start' });
       if (!state.machines) await loadMachines();
     } catch (err) {
       T.reportError('Could not load the product details', err);
@@ -180,6 +178,8 @@
 
   // ------------------------------------------------------------ machines (for "start next stage")
 
+  const refreshMachines = T.debounce(() => T.guard('Could not refresh the machines', loadMachines()), 250);
+
   async function loadMachines() {
     const body = await api.get('/api/machines?limit=500');
     state.machines = body.machines;
@@ -192,9 +192,11 @@
 
   // ------------------------------------------------------------ actions
 
-  function fillOperator() {
-    const saved = localStorage.getItem(OPERATOR_KEY) || '';
-    T.$$('[data-operator]', panel).forEach((input) => { if (!input.value) input.value = saved; });
+  /** Clears a form, keeping the operator: the last one typed on this tablet, else who signed in. */
+  function resetForm(f) {
+    f.reset();
+    const operator = localStorage.getItem(OPERATOR_KEY) || document.body.dataset.user || '';
+    T.$$('[data-operator]', f).forEach((input) => { input.value = operator; });
   }
 
   function rememberOperator(name) {
@@ -219,7 +221,7 @@
         action,
         reason: values.reason.trim() || undefined,
       });
-      f.reset();
+      resetForm(f);
       await afterChange(body.message || `${productName()}: done.`, body.lifecycle);
     });
   }
@@ -235,8 +237,7 @@
       note: values.note.trim() || undefined,
     });
     rememberOperator(values.operator.trim());
-    f.reset();
-    fillOperator();
+    resetForm(f);
     await afterChange(`Logged ${body.update.quantity} finished on ${productName()}.`);
   });
 
@@ -248,8 +249,7 @@
       operator: values.operator.trim() || undefined,
     });
     rememberOperator(values.operator.trim());
-    f.reset();
-    fillOperator();
+    resetForm(f);
     const machine = (state.machines || []).find((m) => m.id === body.job.machineId);
     await afterChange(`Started ${body.job.stage || 'the next stage'} of ${productName()} on ${machine ? machine.name : 'the machine'}.`);
   });
@@ -264,12 +264,12 @@
       // First connect or a reconnect: whatever happened meanwhile, show the current state.
       refreshLists();
       refreshDetails();
-      if (state.machines) T.guard('Could not refresh the machines', loadMachines());
+      if (state.machines) refreshMachines();
     },
     onEvent({ type, data = {} }) {
       if (type !== 'machine_status_changed') refreshLists();
       if (state.selectedId !== null && Number(data.productId) === state.selectedId) refreshDetails();
-      if (state.machines && MACHINE_EVENTS.has(type)) T.guard('Could not refresh the machines', loadMachines());
+      if (state.machines && MACHINE_EVENTS.has(type)) refreshMachines();
     },
   });
 })();
