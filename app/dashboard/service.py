@@ -92,7 +92,7 @@ def status() -> dict:
     machine_counts = dict(
         db.session.execute(select(Machine.status, func.count()).group_by(Machine.status)).all()
     )
-    live = dispatchable_rows()
+    live = dispatchable_rows(limit=LIST_CAP)
     recent = db.session.scalars(select(Transition).order_by(Transition.id.desc()).limit(20)).all()
     names = (
         dict(
@@ -124,7 +124,7 @@ def status() -> dict:
     }
     return {
         "stats": stats,
-        "liveProducts": live[:LIST_CAP] if len(live) > LIST_CAP else live,
+        "liveProducts": live,
         "pastProducts": _past_products(),
         "machineStatus": _machine_board(),
         "recentActivity": [

@@ -90,7 +90,9 @@ def _check_job_id(product: Product, latest: Job | None, job_id: int | None) -> N
 # --- reading shapes shared with the stream ----------------------------------------------------
 
 
-def dispatchable_rows(product_ids: list[int] | None = None) -> list[dict]:
+def dispatchable_rows(
+    product_ids: list[int] | None = None, *, limit: int | None = None
+) -> list[dict]:
     """Live products as dispatchable items; all of them, or those of `product_ids` still live."""
     stmt = (
         select(
@@ -111,6 +113,8 @@ def dispatchable_rows(product_ids: list[int] | None = None) -> list[dict]:
     )
     if product_ids is not None:
         stmt = stmt.where(Product.id.in_(product_ids))
+    if limit is not None:
+        stmt = stmt.limit(limit)
     from app.common.schemas import iso
 
     return [
