@@ -6,6 +6,7 @@ TRACKOPZ_REQUIRE_SERVICES=1 (as .ci/run sets) they fail instead.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 from functools import cache
@@ -14,7 +15,9 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 REQUIRED = os.environ.get("TRACKOPZ_REQUIRE_SERVICES") == "1"
-TEST_DB_NAME = "trackopz_test"
+# One database per test process, so that runs side by side never drop each other's.
+TEST_DB_PREFIX = "trackopz_test_"
+TEST_DB_NAME = f"{TEST_DB_PREFIX}{os.getpid()}"
 
 
 def missing(what: str):
@@ -42,18 +45,44 @@ def postgres_url() -> str | None:
     )
     try:
         with psycopg.connect(base, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                (TEST_DB_NAME,),
-            )
-            conn.execute(f"DROP DATABASE IF EXISTS {TEST_DB_NAME}")
+            _drop_leftovers(conn)
             conn.execute(f"CREATE DATABASE {TEST_DB_NAME}")
     except psycopg.Error as err:
         raise RuntimeError(
             f"cannot make the test database on {urlsplit(base).hostname}: {err}"
         ) from err
+    atexit.register(_drop_own, base)
     return _pg_url(base, TEST_DB_NAME).replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def _drop_database(conn, name: str) -> None:
+    conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = %s AND pid <> pg_backend_pid()",
+        (name,),
+    )
+    conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+def _drop_leftovers(conn) -> None:
+    """Databases of earlier test processes that are gone (killed runs leave them behind)."""
+    rows = conn.execute(
+        "SELECT datname FROM pg_database WHERE datname LIKE %s", (TEST_DB_PREFIX + "%",)
+    ).fetchall()
+    for (name,) in rows:
+        pid = name[len(TEST_DB_PREFIX) :]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            _drop_database(conn, name)
+
+
+def _drop_own(base: str) -> None:
+    import psycopg
+
+    try:
+        with psycopg.connect(base, autocommit=True, connect_timeout=5) as conn:
+            _drop_database(conn, TEST_DB_NAME)
+    except psycopg.Error:
+        pass
 
 
 def require_postgres() -> str:
