@@ -11,6 +11,7 @@ import logging
 
 from flask import Response, current_app, request
 
+from app.auth import streams
 from app.common.blueprint import Blueprint
 from app.common.schemas import iso
 from app.errors import InvalidInput
@@ -69,6 +70,7 @@ def stream():
     from app.lifecycle.service import dispatchable_snapshot
 
     after = _last_event_id()
+    lease = streams.acquire()  # the per-user cap on open streams: 429 past it
     client = hub.register()  # first, so nothing committed from here on is missed
     try:
         items, snapshot_id = dispatchable_snapshot()
@@ -85,6 +87,7 @@ def stream():
         db.session.remove()
     except Exception:
         hub.unregister(client)
+        lease.release()
         raise
     cursor = snapshot_id if (after is None or resync) else after
     hello = {
@@ -129,6 +132,7 @@ def stream():
                     yield b"".join(out)
         finally:
             hub.unregister(client)
+            lease.release()
             if watcher is not None:
                 watcher.kill(block=False)
 
