@@ -97,7 +97,11 @@ class Config:
     LOGIN_RATE_LIMIT_PER_ADDRESS = env_str("LOGIN_RATE_LIMIT_PER_ADDRESS", "30 per minute")
     LOGIN_RATE_LIMIT_PER_USER = env_str("LOGIN_RATE_LIMIT_PER_USER", "5 per minute")
     WRITE_RATE_LIMIT = env_str("WRITE_RATE_LIMIT", "1200 per minute")
-    STREAMS_PER_USER = env_int("STREAMS_PER_USER", 20)
+    STREAMS_PER_USER = env_int("STREAMS_PER_USER", 20)  # 0: no cap
+    # With Redis, how long an open stream counts without being renewed (each worker renews its
+    # own every third of this): how long a crashed worker's streams keep counting. See
+    # app/auth/streams.py.
+    STREAM_LEASE_SECONDS = env_float("STREAM_LEASE_SECONDS", 60.0)
     # Enough connections for the greenlets of one worker that touch the database at once;
     # streams hold none while they wait.
     DB_POOL_SIZE = env_int("DB_POOL_SIZE", 10)

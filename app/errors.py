@@ -85,7 +85,7 @@ def register_errorhandlers(app: Flask) -> None:
                 details, message = None, "The body is not valid JSON."
             else:
                 message = _summary(details) or SENTENCES[400]
-        elif status == 429:
+        elif status == 429 and getattr(err, "limit", None) is not None:  # Flask-Limiter's
             message = f"Too many requests ({err.description}); try again shortly."
         elif err.description and err.description != type(err).description:
             message = err.description  # a sentence the app wrote, not werkzeug's stock text
