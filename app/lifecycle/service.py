@@ -7,6 +7,8 @@ outgoing events, and commits them together. Views only translate HTTP to these c
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -243,15 +245,52 @@ def change_state(
     dispatch: dict | None = None,
 ) -> Outcome:
     """move_to_past (ON to OFF), reactivate (OFF to ON) or update_state to `new_state`."""
+    _target_state(action, new_state)
+    begin_write()
+    outcome = apply_change(
+        product_id=product_id,
+        action=action,
+        job_id=job_id,
+        reason=reason,
+        new_state=new_state,
+        actor=actor,
+        dispatch=dispatch,
+    )
+    if outcome.new_state == ON:
+        _emit_dispatchable_change(added=[product_id])
+    else:
+        _emit_dispatchable_change(removed=[product_id])
+    outbox.commit()
+    return outcome
+
+
+def _target_state(action: str, new_state: str | None) -> str:
     if action not in ACTION_EVENTS:
         raise InvalidInput(
             f"Unknown action {action!r}; use move_to_past, reactivate or update_state."
         )
     if action == "update_state" and new_state not in (ON, OFF):
         raise InvalidInput("update_state needs newState 'ON' or 'OFF'.")
-    target = {"move_to_past": OFF, "reactivate": ON}.get(action, new_state)
+    return {"move_to_past": OFF, "reactivate": ON}.get(action, new_state)
 
-    begin_write()
+
+def apply_change(
+    *,
+    product_id: int,
+    action: str,
+    job_id: int | None = None,
+    reason: str | None = None,
+    new_state: str | None = None,
+    actor: str | None = None,
+    dispatch: dict | None = None,
+) -> Outcome:
+    """change_state's work inside the caller's open write transaction: no begin, no commit, and
+    no dispatchable_products_update (the caller emits one for all the products it changed).
+
+    Every rule is checked before anything is written, so a DomainError leaves the transaction
+    as it was and the caller may go on with it (a batch does).
+    """
+    target = _target_state(action, new_state)
     product = _lock_product(product_id)
     job = _latest_job(product)
     _check_job_id(product, job, job_id)
@@ -298,12 +337,21 @@ def change_state(
         }
     outbox.emit(ACTION_EVENTS[action], payload)
     _refresh_machine(job.machine, now)
-    if target == ON:
-        _emit_dispatchable_change(added=[product.id])
-    else:
-        _emit_dispatchable_change(removed=[product.id])
-    outbox.commit()
     return Outcome(product, previous, target, action, reason, transition, record)
+
+
+def emit_dispatchable_delta(product_ids: Iterable[int]) -> None:
+    """One dispatchable_products_update for several changed products: each one still live comes
+    in `added` (as it is now), each other one in `removed`; the same as their single deltas."""
+    ids = sorted(set(product_ids))
+    if not ids:
+        return
+    items = dispatchable_rows(ids)
+    live = {item["id"] for item in items}
+    outbox.emit(
+        "dispatchable_products_update",
+        {"added": items, "removed": [i for i in ids if i not in live], "count": live_count()},
+    )
 
 
 def _already(product: Product, action: str, target: str) -> str:
@@ -327,7 +375,7 @@ def dispatch(
     details = {"destination": destination, "notes": notes}
     if quantity is not None:
         details["quantity"] = quantity
-    try:
+    with dispatch_conflicts():
         return change_state(
             product_id=product_id,
             action="move_to_past",
@@ -336,6 +384,13 @@ def dispatch(
             actor=actor,
             dispatch=details,
         )
+
+
+@contextmanager
+def dispatch_conflicts():
+    """Say "cannot be dispatched" where move_to_past would say "is not live"."""
+    try:
+        yield
     except Conflict as err:
         if "already past" in err.message:
             raise Conflict(err.message.replace("is not live", "cannot be dispatched")) from None
