@@ -54,7 +54,7 @@
         class: `card card-${kind}`,
         'data-testid': 'product-card',
         'data-product-id': p.id,
-        'aria-controls': 'details-title',
+        'aria-controls': 'details',
         'aria-current': p.id === state.selectedId ? 'true' : null,
         on: { click: () => openDetails(p.id) },
       },
