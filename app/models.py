@@ -113,6 +113,8 @@ class Dispatch(db.Model):
     dispatched_by: Mapped[str | None] = mapped_column(String(120))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
+    product: Mapped[Product] = relationship()
+
 
 class Transition(db.Model):
     """The audit trail: one row per state change, never edited or deleted."""

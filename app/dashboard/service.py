@@ -36,6 +36,7 @@ def _past_products() -> list[dict]:
             Job.id,
             Job.stage,
             Machine.name,
+            Job.quantity_produced,
         )
         .join(Job, Job.id == Product.latest_job_id)
         .join(Machine, Machine.id == Job.machine_id)
@@ -43,6 +44,7 @@ def _past_products() -> list[dict]:
         .order_by(Product.state_changed_at.desc(), Product.id.desc())
         .limit(LIST_CAP)
     ).all()
+    reasons = _last_reasons([row[0] for row in rows])
     return [
         {
             "id": pid,
@@ -52,10 +54,27 @@ def _past_products() -> list[dict]:
             "jobId": job_id,
             "stage": stage,
             "process": machine,
+            "quantityProduced": produced,
+            "reason": reasons.get(pid),
             "endedAt": iso(changed),
         }
-        for pid, name, code, changed, job_id, stage, machine in rows
+        for pid, name, code, changed, job_id, stage, machine, produced in rows
     ]
+
+
+def _last_reasons(product_ids: list[int]) -> dict[int, str | None]:
+    """Why each product went past: the reason of its latest transition to OFF."""
+    if not product_ids:
+        return {}
+    latest = (
+        select(func.max(Transition.id))
+        .where(Transition.product_id.in_(product_ids), Transition.to_state == OFF)
+        .group_by(Transition.product_id)
+    )
+    rows = db.session.execute(
+        select(Transition.product_id, Transition.reason).where(Transition.id.in_(latest))
+    ).all()
+    return dict(rows)
 
 
 def _machine_board() -> list[dict]:

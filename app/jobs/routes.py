@@ -1,4 +1,5 @@
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
 from app.auth.guard import requires
 from app.common.blueprint import current_actor
@@ -88,7 +89,7 @@ def list_updates(args, job_id):
 @bp.response(200, DispatchesEnvelope)
 def list_dispatches(args):
     """Dispatches, newest first; ?productId= for one product's."""
-    stmt = select(Dispatch)
+    stmt = select(Dispatch).options(joinedload(Dispatch.product))
     if args["product_id"]:
         stmt = stmt.where(Dispatch.product_id == args["product_id"])
     dispatches, next_cursor = page(stmt, Dispatch.id, limit=args["limit"], cursor=args["cursor"])

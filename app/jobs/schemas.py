@@ -61,6 +61,8 @@ class DispatchSchema(CamelSchema):
     notes = fields.String(allow_none=True)
     dispatched_by = fields.String(allow_none=True)
     created_at = UTCDateTime()
+    product_name = fields.Function(lambda d: d.product.name)
+    product_code = fields.Function(lambda d: d.product.code)
 
 
 class DispatchListArgs(PageArgs):

@@ -43,6 +43,8 @@ def _result(outcome: service.Outcome) -> dict:
         body["dispatch"] = {
             "id": d.id,
             "productId": d.product_id,
+            "productName": outcome.product.name,
+            "productCode": outcome.product.code,
             "jobId": d.job_id,
             "quantity": d.quantity,
             "destination": d.destination,
