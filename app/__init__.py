@@ -108,6 +108,11 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(web_bp)
     app.register_blueprint(auth_bp)
 
+    from app import batch
+
+    for bp in (batch.bp,):
+        api.register_blueprint(bp)
+
 
 def register_errorhandlers(app: Flask) -> None:
     from app.errors import register_errorhandlers as register
