@@ -1,14 +1,20 @@
 """The transactional outbox: events are rows written in the change's own transaction.
 
 Ids must become visible in id order, so that a hub that sees id N knows every smaller id is
-either committed or never will be. On Postgres a transaction-scoped advisory lock is taken just
-before the first event row is inserted and released by the commit, so event inserts and commits
-are serialized (held for one INSERT and the COMMIT); SQLite serializes writers anyway.
+either committed or never will be. `emit()` only collects an event; the rows are inserted at the
+very end of the transaction, by a `before_commit` hook: on Postgres it first takes a
+transaction-scoped advisory lock, which the commit releases, so event inserts and commits are
+serialized and the lock is held for one INSERT and the COMMIT only. Taking it last matters: a
+transaction that took it early and then wanted a row lock (a machine's status) could deadlock
+with one that holds that row and waits for the lock. SQLite serializes writers anyway.
+
+Publishing happens after the commit (`after_commit`), never before, whatever path commits.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime
 
 from sqlalchemy import text
@@ -18,7 +24,11 @@ from app.common.schemas import iso
 from app.extensions import broker, db
 from app.models import Event, utcnow
 
+log = logging.getLogger(__name__)
+
 EVENT_LOCK_KEY = 0x7472_6B6F  # "trko": the one advisory lock that orders event commits
+PENDING = "outbox"  # events emitted in the open transaction, not inserted yet
+WRITTEN = "outbox_written"  # (id, json) of the events the committing transaction inserted
 
 
 def event_json(type_: str, payload: dict, created_at: datetime) -> str:
@@ -31,31 +41,25 @@ def event_json(type_: str, payload: dict, created_at: datetime) -> str:
 
 
 def emit(type_: str, payload: dict) -> Event:
-    """Add an event to the current transaction; it is published after `commit()`."""
-    session = db.session
-    pending = session.info.setdefault("outbox", [])
-    if not pending and session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENT_LOCK_KEY})
+    """Add an event to the current transaction: inserted when it commits, published after."""
     event = Event(type=type_, payload=payload, created_at=utcnow())
-    session.add(event)
-    session.flush()
-    pending.append(event)
+    db.session.info.setdefault(PENDING, []).append(event)
     return event
 
 
 def commit() -> list[tuple[int, str]]:
-    """Commit the transaction, then hand its events to the broker (after the commit, never before)."""
+    """Commit the transaction; its events are published after the commit (never before)."""
     session = db.session
-    events = session.info.pop("outbox", [])
+    published: list[tuple[int, str]] = []
+    session.info["outbox_published"] = published
     try:
         session.commit()
     except Exception:
         session.rollback()
         raise
-    messages = [(e.id, event_json(e.type, e.payload, e.created_at)) for e in events]
-    if messages:
-        broker.publish(messages)
-    return messages
+    finally:
+        session.info.pop("outbox_published", None)
+    return published
 
 
 def is_unavailable_error(err: BaseException) -> bool:
@@ -65,14 +69,52 @@ def is_unavailable_error(err: BaseException) -> bool:
     return isinstance(err, DBAPIError) and err.connection_invalidated
 
 
+def _write_pending(session) -> None:
+    """Insert the transaction's events last, under the lock that orders event commits."""
+    pending = session.info.pop(PENDING, None)
+    if not pending:
+        return
+    # The transaction's other changes go first: every row lock it needs is taken before the
+    # event lock, so the event lock is never held while waiting for a row.
+    session.flush()
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENT_LOCK_KEY})
+    now = utcnow()
+    for event in pending:
+        event.created_at = now  # commit order: created_at rises with the id, prune cuts a prefix
+    session.add_all(pending)
+    session.flush()
+    written = session.info.setdefault(WRITTEN, [])
+    written.extend((e.id, event_json(e.type, e.payload, e.created_at)) for e in pending)
+
+
+def _publish_committed(session) -> None:
+    messages = session.info.pop(WRITTEN, None)
+    if not messages:
+        return
+    sink = session.info.get("outbox_published")
+    if sink is not None:
+        sink.extend(messages)
+    try:
+        broker.publish(messages)
+    except Exception:  # the write is committed: the hubs' gap fill and tail check deliver it
+        log.exception("publishing %d committed event(s) failed", len(messages))
+
+
 def _forget_on_rollback(session) -> None:
-    session.info.pop("outbox", None)
+    """A rolled-back transaction's events were never committed: drop them from the outbox."""
+    session.info.pop(PENDING, None)
+    session.info.pop(WRITTEN, None)
 
 
 def init_outbox() -> None:
-    """A rolled-back transaction's events were never committed: drop them from the outbox."""
     from flask_sqlalchemy.session import Session
     from sqlalchemy import event
 
-    if not event.contains(Session, "after_rollback", _forget_on_rollback):
-        event.listen(Session, "after_rollback", _forget_on_rollback)
+    for name, fn in (
+        ("before_commit", _write_pending),
+        ("after_commit", _publish_committed),
+        ("after_rollback", _forget_on_rollback),
+    ):
+        if not event.contains(Session, name, fn):
+            event.listen(Session, name, fn)

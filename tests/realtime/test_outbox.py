@@ -1,0 +1,194 @@
+"""The outbox and the broker, in-process: ids commit in order without deadlocks, a publish never
+loses or breaks a committed write."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import gevent
+import pytest
+from sqlalchemy import select, text
+
+from app.extensions import broker, db
+from app.lifecycle import service
+from app.models import Event
+from app.realtime.broker import Broker
+from app.realtime.outbox import EVENT_LOCK_KEY
+
+
+def _waiting_for_event_lock(app) -> int:
+    with app.app_context():
+        try:
+            return db.session.scalar(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                    "AND objid = :key"
+                ),
+                {"key": EVENT_LOCK_KEY},
+            )
+        finally:
+            db.session.remove()
+
+
+def _wait_until(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_transition_and_a_machine_rename_do_not_deadlock(app, make, backend, monkeypatch):
+    """move_to_past updates the product's machine; a rename locks that machine and emits an event.
+
+    Were the event lock taken at the first event (before the machine's row), the transition
+    could hold it while waiting for the machine, and the rename hold the machine while waiting
+    for it: Postgres would kill one of them. The lock is taken last, so both commit."""
+    if backend != "postgres":
+        pytest.skip("the event lock is Postgres's; SQLite serializes writers")
+    product, machine, _ = make.live_product()
+    monkeypatch.setattr(broker, "publish", lambda messages: None)  # threads: no gevent hub here
+
+    with app.app_context():
+        hold = db.engine.connect()
+        hold.execute(text("SELECT pg_advisory_lock(:key)"), {"key": EVENT_LOCK_KEY})
+    errors: list[BaseException] = []
+
+    def run(fn, **kw):
+        def target():
+            with app.app_context():
+                try:
+                    fn(**kw)
+                except BaseException as err:  # noqa: BLE001
+                    errors.append(err)
+                finally:
+                    db.session.remove()
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        return thread
+
+    try:
+        # The transition queues for the event lock first, then the rename.
+        t1 = run(service.change_state, product_id=product["id"], action="move_to_past")
+        assert _wait_until(lambda: _waiting_for_event_lock(app) >= 1 or not t1.is_alive())
+        t2 = run(service.update_machine, machine_id=machine["id"], name="Lathe renamed")
+        time.sleep(0.5)  # the rename reaches its wait (for the machine row, or the event lock)
+    finally:
+        with app.app_context():
+            hold.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": EVENT_LOCK_KEY})
+            hold.close()
+    t1.join(15)
+    t2.join(15)
+    assert not errors, errors
+    with app.app_context():
+        types = db.session.scalars(select(Event.type).order_by(Event.id)).all()
+        db.session.remove()
+    assert "product_moved_to_past" in types
+    assert types.count("dispatchable_products_update") >= 2
+
+
+def test_a_rolled_back_transaction_leaves_no_event(app, make, db):
+    product, _, _ = make.live_product()
+    before = db.session.scalar(select(Event.id).order_by(Event.id.desc()).limit(1))
+    published = []
+    original = broker.publish
+    broker.publish = lambda messages: published.extend(messages)
+    try:
+        from app.realtime import outbox
+
+        service.begin_write()
+        outbox.emit("job_started", {"productId": product["id"]})
+        db.session.rollback()
+        db.session.commit()  # a later commit must not carry the dropped event
+    finally:
+        broker.publish = original
+    after = db.session.scalar(select(Event.id).order_by(Event.id.desc()).limit(1))
+    assert after == before
+    assert published == []
+
+
+def test_events_commit_and_publish_together_after_the_commit(app, make, db):
+    product, _, _ = make.live_product()
+    seen = []
+
+    def publish(messages):
+        # Published after the commit: another connection already sees the rows.
+        with db.engine.connect() as other:
+            ids = other.execute(
+                select(Event.id).where(Event.id.in_([m[0] for m in messages]))
+            ).scalars()
+            seen.append((sorted(m[0] for m in messages), sorted(ids)))
+
+    original = broker.publish
+    broker.publish = publish
+    try:
+        assert make.action(product["id"], "move_to_past").status_code == 200
+    finally:
+        broker.publish = original
+    ((published, visible),) = seen
+    assert published == visible and len(published) == 3
+
+
+class FakePipeline:
+    def __init__(self, redis):
+        self.redis = redis
+        self.commands = []
+
+    def publish(self, channel, message):
+        self.commands.append(message)
+
+    def execute(self):
+        gevent.sleep(0.01)  # the network: other greenlets run meanwhile
+        if self.redis.down:
+            import redis
+
+            raise redis.ConnectionError("down")
+        self.redis.published.extend(self.commands)
+
+
+class FakeRedis:
+    def __init__(self):
+        self.published: list[str] = []
+        self.down = False
+
+    def pipeline(self, transaction=False):
+        return FakePipeline(self)
+
+
+def _broker(fake) -> Broker:
+    b = Broker()
+    b.redis = fake
+    return b
+
+
+def test_concurrent_publishes_each_go_out_once_in_order():
+    """Greenlets that commit at once publish at once: none may pop another's messages."""
+    fake = FakeRedis()
+    b = _broker(fake)
+    greenlets = [gevent.spawn(b.publish, [(i, f"e{i}")]) for i in range(1, 21)]
+    gevent.joinall(greenlets, raise_error=True)
+    gevent.sleep(0.2)
+    assert [int(m.split("|")[0]) for m in fake.published] == list(range(1, 21))
+    assert not b.unpublished
+
+
+def test_publishes_while_redis_is_down_wait_and_go_out_in_order():
+    fake = FakeRedis()
+    b = _broker(fake)
+    b.publish([(1, "a")])
+    fake.down = True
+    for i in range(2, 8):
+        started = time.monotonic()
+        b.publish([(i, "x")])
+        if i > 2:  # after the first failure no publish waits on Redis
+            assert time.monotonic() - started < 0.005
+    assert list(e for e, _ in b.unpublished) == list(range(2, 8))
+    fake.down = False
+    deadline = time.monotonic() + 5
+    while b.unpublished and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    assert [int(m.split("|")[0]) for m in fake.published] == list(range(1, 8))
+    assert b.healthy
