@@ -4,6 +4,7 @@ Every event is turned into its SSE frame once per worker and appended to each cl
 pending list; the client's own greenlet writes whatever is pending in one write. Events leave
 the hub in id order with no gaps: a jump in ids is filled from the events table first (ids
 commit in order, see outbox.py, so what the table lacks then was rolled back and never was).
+While Redis is down the hub reads new events from the table every couple of seconds instead.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ from collections import deque
 
 log = logging.getLogger(__name__)
 
-CLIENTS_KEY = "trackopz:clients:"
+FILL_BATCH = 1000
+HEARTBEAT_SECONDS = 5.0
+HEARTBEAT_TTL = 15
+QUIET_SECONDS = 5.0  # a channel this quiet gets a tail check against the table
+OUTAGE_POLL_SECONDS = 2.0
 
 
 def frame(event_id: int, body: str) -> bytes:
@@ -26,7 +31,7 @@ def frame(event_id: int, body: str) -> bytes:
 class Client:
     """One open stream: what is waiting to be written, and a wake-up for its greenlet."""
 
-    __slots__ = ("pending", "wakeup", "closed", "bound", "reason")
+    __slots__ = ("pending", "wakeup", "closed", "bound", "reason", "sock")
 
     def __init__(self, bound: int):
         from gevent.event import Event
@@ -36,6 +41,7 @@ class Client:
         self.closed = False
         self.bound = bound
         self.reason = ""
+        self.sock = None  # the connection, when the server gives it: a slow client is cut off
 
     def push(self, event_id: int, data: bytes) -> bool:
         if len(self.pending) >= self.bound:
@@ -49,6 +55,12 @@ class Client:
         if not self.closed:
             self.closed = True
             self.reason = reason
+            if reason == "fell behind" and self.sock is not None:
+                # Its greenlet may be stuck writing to a peer that does not read: end that write.
+                try:
+                    self.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
         self.wakeup.set()
 
     def take(self, timeout: float) -> list[tuple[int, bytes]]:
@@ -73,16 +85,24 @@ class Hub:
         self.dropped_slow = 0
         self.redis_reconnects = 0
         self.gap_fills = 0
+        self.clients_key_prefix = "trackopz:events:clients:"
+        self.worker_key = ""
+        self._pid = None
         self._lock = None
+        self._starting = None
+        self._changed = None
         self._greenlets: list = []
-        self.worker_key = f"{CLIENTS_KEY}{socket.gethostname()}:{os.getpid()}"
 
     def init_app(self, app) -> None:
+        self.stop()
         self.app = app
         self.window = deque(maxlen=app.config["SSE_WINDOW"])
         self.started = False
+        self.subscribed = False
         self.clients = set()
         self.last_id = 0
+        # Namespaced by the channel: deployments sharing a Redis do not count each other.
+        self.clients_key_prefix = f"{app.config['REDIS_CHANNEL']}:clients:"
         app.extensions["trackopz_hub"] = self
 
     # --- life -------------------------------------------------------------------------------
@@ -91,20 +111,41 @@ class Hub:
         """Start in the worker that serves, never in a parent that will fork."""
         if self.started and self._pid == os.getpid():
             return
-        import gevent
+        from gevent.event import Event
         from gevent.lock import Semaphore
 
-        self._pid = os.getpid()
-        self.started = True
-        self.clients = set()
-        self._lock = Semaphore()
-        self.worker_key = f"{CLIENTS_KEY}{socket.gethostname()}:{os.getpid()}"
-        with self.app.app_context():
-            from app.extensions import db
-            from app.lifecycle.service import last_event_id
+        if self._starting is not None and self._starting[0] == os.getpid():
+            self._starting[1].wait()  # another greenlet of this worker is starting it
+            if self.started:
+                return
+        starting = Semaphore()
+        starting.acquire()
+        self._starting = (os.getpid(), starting)
+        try:
+            self._greenlets = []  # a forked child does not own its parent's greenlets
+            self.clients = set()
+            self.window.clear()
+            self._lock = Semaphore()
+            self._changed = Event()
+            self.subscribed = False
+            self.worker_key = f"{self.clients_key_prefix}{socket.gethostname()}:{os.getpid()}"
+            with self.app.app_context():
+                from app.extensions import db
+                from app.lifecycle.service import last_event_id
 
-            self.last_id = last_event_id()
-            db.session.remove()
+                try:
+                    self.last_id = last_event_id()
+                finally:
+                    db.session.remove()
+            self._pid = os.getpid()
+            self.started = True
+            self._spawn_loops()
+        finally:
+            starting.release()
+
+    def _spawn_loops(self) -> None:
+        import gevent
+
         broker = self.app.extensions["trackopz_broker"]
         if broker.redis is not None:
             self._greenlets = [
@@ -114,33 +155,62 @@ class Hub:
         else:
             self.subscribed = True
 
+    def stop(self) -> None:
+        """Stop this worker's loops, end its streams and withdraw its client count."""
+        mine = self._pid == os.getpid()
+        if mine:
+            for greenlet in self._greenlets:
+                greenlet.kill(block=False)
+            for client in list(self.clients):
+                client.close("server stopping")
+            broker = self.app.extensions.get("trackopz_broker") if self.app else None
+            if broker is not None and broker.redis is not None and self.worker_key:
+                try:
+                    broker.redis.delete(self.worker_key)
+                except Exception:  # noqa: BLE001 - Redis down: the key expires by itself
+                    pass
+        self._greenlets = []
+        self.started = False
+
     # --- clients ----------------------------------------------------------------------------
 
-    def register(self) -> Client:
+    def register(self, sock=None) -> Client:
         self.ensure_started()
         client = Client(self.app.config["SSE_CLIENT_QUEUE"])
+        client.sock = sock
         self.clients.add(client)
+        self._count_changed()
         return client
 
     def unregister(self, client: Client) -> None:
-        self.clients.discard(client)
+        if client in self.clients:
+            self.clients.discard(client)
+            self._count_changed()
         client.close()
+
+    def _count_changed(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
 
     def connected_clients(self) -> int:
         """Stream clients of every worker (each reports its count to Redis with a TTL)."""
         broker = self.app.extensions["trackopz_broker"] if self.app else None
+        mine = len(self.clients) if self._pid == os.getpid() else 0
         if broker is None or broker.redis is None:
-            return len(self.clients)
+            return mine
         try:
             total = 0
-            keys = list(broker.redis.scan_iter(match=CLIENTS_KEY + "*", count=500))
+            keys = [
+                k
+                for k in broker.redis.scan_iter(match=self.clients_key_prefix + "*", count=500)
+                if k.decode() != self.worker_key
+            ]
             if keys:
                 total = sum(int(v) for v in broker.redis.mget(keys) if v is not None)
-            mine = broker.redis.get(self.worker_key) if self.started else None
-            # This worker's own figure is current; the stored one may be seconds old.
-            return total - (int(mine) if mine is not None else 0) + len(self.clients)
-        except Exception:  # Redis down: say what this worker knows
-            return len(self.clients)
+            # This worker's own figure is current; the stored one may be a moment old.
+            return total + mine
+        except Exception:  # noqa: BLE001 - Redis down: say what this worker knows
+            return mine
 
     def frames_after(self, after: int) -> list[tuple[int, bytes]] | None:
         """The window's frames after id `after`, or None when the window does not reach back."""
@@ -183,31 +253,37 @@ class Hub:
             self._fill(None)
 
     def _lock_ctx(self):
-        if self._lock is None:
+        if self._lock is None or self._pid != os.getpid():
             self.ensure_started()
         return self._lock
 
     def _fill(self, upto: int | None) -> None:
+        """Deliver the table's events after `last_id` (up to `upto`), in batches, in id order."""
         from sqlalchemy import select
 
         from app.extensions import db
         from app.models import Event
         from app.realtime.outbox import event_json
 
-        with self.app.app_context():
-            try:
-                stmt = select(Event.id, Event.type, Event.payload, Event.created_at).where(
-                    Event.id > self.last_id
-                )
-                if upto is not None:
-                    stmt = stmt.where(Event.id <= upto)
-                rows = db.session.execute(stmt.order_by(Event.id).limit(10000)).all()
-            finally:
-                db.session.remove()
-        if rows:
+        filled = False
+        while upto is None or self.last_id < upto:
+            with self.app.app_context():
+                try:
+                    stmt = select(Event.id, Event.type, Event.payload, Event.created_at).where(
+                        Event.id > self.last_id
+                    )
+                    if upto is not None:
+                        stmt = stmt.where(Event.id <= upto)
+                    rows = db.session.execute(stmt.order_by(Event.id).limit(FILL_BATCH)).all()
+                finally:
+                    db.session.remove()
+            for event_id, type_, payload, created_at in rows:
+                self._deliver(event_id, frame(event_id, event_json(type_, payload, created_at)))
+            filled = filled or bool(rows)
+            if len(rows) < FILL_BATCH:
+                break
+        if filled:
             self.gap_fills += 1
-        for event_id, type_, payload, created_at in rows:
-            self._deliver(event_id, frame(event_id, event_json(type_, payload, created_at)))
 
     def _deliver(self, event_id: int, data: bytes) -> None:
         self.last_id = event_id
@@ -217,37 +293,61 @@ class Hub:
             if not client.push(event_id, data):
                 self.clients.discard(client)
                 dropped += 1
-        self.dropped_slow += dropped
+        if dropped:
+            self.dropped_slow += dropped
+            self._count_changed()
         self.delivered_total += len(self.clients)
 
     # --- redis --------------------------------------------------------------------------------
+
+    def _subscriber(self, broker):
+        """A connection of its own that never retries behind our back: a lost subscription
+        must surface here, so the hub reads what it missed before going on."""
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        return redis.Redis.from_url(
+            broker.url,
+            socket_connect_timeout=1,
+            socket_timeout=QUIET_SECONDS + 5,
+            socket_keepalive=True,
+            health_check_interval=0,
+            retry=Retry(NoBackoff(), 0),
+        )
 
     def _listen(self, broker) -> None:
         import gevent
         import redis
 
         delay = 0.1
+        client = self._subscriber(broker)
         while True:
             pubsub = None
             try:
-                pubsub = broker.redis.pubsub(ignore_subscribe_messages=True)
+                pubsub = client.pubsub(ignore_subscribe_messages=False)
                 pubsub.subscribe(broker.channel)
-                pubsub.get_message(timeout=1)  # the subscribe confirmation
+                confirmed = pubsub.get_message(timeout=2)
+                if not confirmed or confirmed.get("type") != "subscribe":
+                    raise redis.ConnectionError("no subscribe confirmation")
                 self.subscribed = True
                 delay = 0.1
                 self.catch_up()  # what was committed while we were not listening
                 while True:
-                    message = pubsub.get_message(timeout=5)
+                    message = pubsub.get_message(timeout=QUIET_SECONDS)
                     if message is None:
                         self._tail_check()
+                        pubsub.ping()  # a dead connection shows up here, not in silence
                         continue
                     if message["type"] == "message":
                         self.on_raw(message["data"])
             except (redis.RedisError, OSError) as err:
                 if self.subscribed:
                     log.warning("redis subscription lost (%s); reconnecting", err)
+                    self.redis_reconnects += 1
                 self.subscribed = False
-                self.redis_reconnects += 1
+            except gevent.GreenletExit:
+                raise
             except Exception:
                 self.subscribed = False
                 log.exception("hub listener failed; restarting it")
@@ -255,10 +355,18 @@ class Hub:
                 if pubsub is not None:
                     try:
                         pubsub.close()
-                    except Exception:
+                    except Exception:  # noqa: BLE001
                         pass
+            # Redis is away: events still commit, so read them from the table meanwhile.
+            self._poll_table()
             gevent.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            delay = min(delay * 2, OUTAGE_POLL_SECONDS)
+
+    def _poll_table(self) -> None:
+        try:
+            self.catch_up()
+        except Exception:  # noqa: BLE001 - the database may be away too
+            log.warning("hub could not read the events table")
 
     def _tail_check(self) -> None:
         """A quiet channel: make sure no committed event was left unpublished (a dead worker's)."""
@@ -270,7 +378,7 @@ class Hub:
         with self.app.app_context():
             try:
                 newest = db.session.scalar(select(func.max(Event.id))) or 0
-            except Exception:
+            except Exception:  # noqa: BLE001
                 log.warning("tail check could not reach the database")
                 return
             finally:
@@ -279,19 +387,26 @@ class Hub:
             self.catch_up()
 
     def _heartbeat(self, broker) -> None:
+        """Report this worker's client count: every few seconds, and soon after it changes."""
         import gevent
 
         while True:
             try:
-                broker.redis.set(self.worker_key, len(self.clients), ex=15)
-            except Exception:
+                broker.redis.set(self.worker_key, len(self.clients), ex=HEARTBEAT_TTL)
+            except Exception:  # noqa: BLE001 - Redis down: the count comes back with it
                 pass
-            gevent.sleep(5)
+            self._changed.clear()
+            self._changed.wait(HEARTBEAT_SECONDS)
+            gevent.sleep(0.2)  # a burst of connects or disconnects is reported once
 
     def stats(self) -> dict:
         return {
+            "pid": os.getpid(),
+            "started": self.started,
             "clients": len(self.clients),
+            "queued": sum(len(c.pending) for c in self.clients),
             "lastEventId": self.last_id,
+            "window": len(self.window),
             "subscribed": self.subscribed,
             "delivered": self.delivered_total,
             "droppedSlow": self.dropped_slow,

@@ -6,8 +6,10 @@ generator then holds no session and no connection while it waits, only its hub c
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import time
 
 from flask import Response, current_app, request
 
@@ -70,8 +72,9 @@ def stream():
     from app.lifecycle.service import dispatchable_snapshot
 
     after = _last_event_id()
+    sock = request.environ.get("gunicorn.socket")
     lease = streams.acquire()  # the per-user cap on open streams: 429 past it
-    client = hub.register()  # first, so nothing committed from here on is missed
+    client = hub.register(sock)  # first, so nothing committed from here on is missed
     try:
         items, snapshot_id = dispatchable_snapshot()
         replay: list[tuple[int, bytes]] = []
@@ -105,7 +108,6 @@ def stream():
         json.dumps(hello, separators=(",", ":")).encode(),
     )
     keepalive = current_app.config["SSE_KEEPALIVE_SECONDS"]
-    sock = request.environ.get("gunicorn.socket")
 
     def generate():
         nonlocal cursor
@@ -117,19 +119,20 @@ def stream():
                     chunk.append(data)
                     cursor = event_id
             yield b"".join(chunk)
+            wrote = time.monotonic()
             while not client.closed:
-                items = client.take(keepalive)
-                if not items:
-                    if not client.closed:
-                        yield b": keepalive\n\n"
-                    continue
+                items = client.take(max(0.0, wrote + keepalive - time.monotonic()))
                 out = []
                 for event_id, data in items:
-                    if event_id > cursor:
+                    if event_id > cursor:  # the replay or the snapshot already covered it
                         out.append(data)
                         cursor = event_id
                 if out:
                     yield b"".join(out)
+                    wrote = time.monotonic()
+                elif not client.closed and time.monotonic() - wrote >= keepalive:
+                    yield b": keepalive\n\n"
+                    wrote = time.monotonic()
         finally:
             hub.unregister(client)
             lease.release()
@@ -158,3 +161,32 @@ def _watch_disconnect(sock, client):
             pass
 
     return gevent.spawn(watch)
+
+
+@bp.route("/realtime/stats")
+@bp.doc(
+    summary="This worker's stream hub: clients, queues, last event id, greenlets",
+    description=(
+        "JSON about the worker that answers (each worker has its own hub): open streams, events "
+        "waiting in their queues, the last event id delivered, whether the Redis subscription "
+        "is up, the relay backlog, and the number of live greenlets. For operators and tests."
+    ),
+)
+def stats():
+    """This worker's stream hub: clients, queues, last event id, greenlets."""
+    from greenlet import greenlet
+
+    from app.extensions import broker
+
+    alive = sum(1 for o in gc.get_objects() if isinstance(o, greenlet) and not o.dead)
+    return {
+        "success": True,
+        "hub": hub.stats(),
+        "broker": {
+            "kind": broker.kind,
+            "unpublished": len(broker.unpublished),
+            "published": broker.published_total,
+            "publishFailures": broker.publish_failures,
+        },
+        "greenlets": alive,
+    }

@@ -1,0 +1,159 @@
+"""Fixtures of the real-time tests.
+
+Fast tests use the suite's app/client/make fixtures with the in-process broker. The slow ones run
+real gunicorn instances on a database of their own (`trackopz_rt`) and a redis-server of their
+own, so they collide neither with the plain suite nor with anything else on this machine. Every
+HTTP call of theirs goes through `http()` (and raw sockets through `auth_headers()`): the one
+place that knows how to sign in.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+
+from app.extensions import broker, hub
+from tests.realtime.helpers import RedisServer
+from tests.support import services
+from tests.support.servers import Gunicorn, flask_cli
+
+RT_DB = f"trackopz_rt_{os.getpid()}"  # runs side by side never share one
+SECRET = "realtime-tests-secret"
+
+
+@pytest.fixture
+def app(app):
+    """The suite's app, with the in-process broker whatever REDIS_URL says: the in-process
+    tests drive the stream from the test's own thread, and the shared Redis channel is not
+    theirs to publish on."""
+    app.config["REDIS_URL"] = None
+    broker.init_app(app, hub)
+    yield app
+    hub.stop()
+    _break_the_product_job_cycle(app)
+
+
+def _break_the_product_job_cycle(app) -> None:
+    """products.latest_job_id and jobs.product_id point at each other; the suite's table
+    emptying on SQLite deletes jobs first with foreign keys on (its PRAGMA runs inside a
+    transaction, where SQLite ignores it). Unlink them so the next test's setup can empty."""
+    from sqlalchemy import text
+
+    from app.extensions import db
+
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            db.session.execute(text("UPDATE products SET latest_job_id = NULL"))
+            db.session.commit()
+        db.session.remove()
+
+
+# --- real processes --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def rt_database_url() -> str:
+    """A database of these tests' own, migrated with `flask db upgrade`; dropped at the end."""
+    base = services.require_postgres()
+    import psycopg
+
+    admin = base.replace("postgresql+psycopg://", "postgresql://").rsplit("/", 1)[0] + "/postgres"
+
+    def recreate(create: bool) -> None:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (RT_DB,),
+            )
+            conn.execute(f"DROP DATABASE IF EXISTS {RT_DB}")
+            if create:
+                conn.execute(f"CREATE DATABASE {RT_DB}")
+
+    recreate(True)
+    url = admin.rsplit("/", 1)[0] + "/" + RT_DB
+    flask_cli("db", "upgrade", env={"DATABASE_URL": url, "SECRET_KEY": SECRET})
+    yield url
+    recreate(False)
+
+
+@pytest.fixture(scope="session")
+def redis_binary() -> str:
+    return services.require_binary("redis-server")
+
+
+@pytest.fixture(scope="session")
+def rt_redis(redis_binary, artifacts_dir):
+    """A redis-server of the session's own (pub/sub channels are not per db index)."""
+    server = RedisServer(redis_binary, artifacts_dir).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def api_token(rt_database_url) -> str | None:
+    """A manager's bearer token, made with the CLI; None if the app has no sign-in."""
+    env = {"DATABASE_URL": rt_database_url, "SECRET_KEY": SECRET}
+    try:
+        flask_cli(
+            "users", "create", "rt-boss", "--role", "manager", "--password", "x" * 16, env=env
+        )
+        out = flask_cli(
+            "tokens", "create", "--user", "rt-boss", "--name", "realtime-tests", env=env
+        )
+    except subprocess.CalledProcessError as err:
+        if "No such command" in (err.stderr or ""):  # an app without sign-in needs no token
+            return None
+        raise AssertionError(f"could not make a token: {err.stderr}") from err
+    return out.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def auth_headers(api_token) -> dict:
+    return {"Authorization": f"Bearer {api_token}"} if api_token else {}
+
+
+@pytest.fixture(scope="session")
+def http(auth_headers):
+    """A factory of requests sessions that are signed in."""
+
+    def make() -> requests.Session:
+        session = requests.Session()
+        session.headers.update(auth_headers)
+        return session
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def rt_env(rt_database_url) -> dict:
+    """What every gunicorn of these tests gets (REDIS_URL is added per instance)."""
+    return {
+        "DATABASE_URL": rt_database_url,
+        "SECRET_KEY": SECRET,
+        "SSE_KEEPALIVE_SECONDS": "1",
+        "WRITE_RATE_LIMIT": "100000 per minute",
+        "STREAMS_PER_USER": "100000",
+        "LOG_LEVEL": "warning",
+        "REDIS_URL": "",
+    }
+
+
+@pytest.fixture(scope="session")
+def gunicorns(artifacts_dir):
+    """Start gunicorn instances with `start(env, workers=...)`; all are stopped at the end."""
+    started: list[Gunicorn] = []
+    log_dir = Path(artifacts_dir)
+
+    def start(env: dict, *, workers: int = 2) -> Gunicorn:
+        server = Gunicorn(env, workers=workers, log_dir=log_dir).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
