@@ -97,6 +97,7 @@ class Config:
     LOGIN_RATE_LIMIT_PER_ADDRESS = env_str("LOGIN_RATE_LIMIT_PER_ADDRESS", "30 per minute")
     LOGIN_RATE_LIMIT_PER_USER = env_str("LOGIN_RATE_LIMIT_PER_USER", "5 per minute")
     WRITE_RATE_LIMIT = env_str("WRITE_RATE_LIMIT", "1200 per minute")
+    PASSWORD_HASH_METHOD = "scrypt"  # werkzeug's scrypt (N=2**15, r=8, p=1)
     STREAMS_PER_USER = env_int("STREAMS_PER_USER", 20)  # 0: no cap
     # With Redis, how long an open stream counts without being renewed (each worker renews its
     # own every third of this): how long a crashed worker's streams keep counting. See
@@ -130,4 +131,5 @@ class TestConfig(Config):
     TESTING = True
     SECRET_KEY = "test-only-secret"
     SSE_KEEPALIVE_SECONDS = 0.5
+    PASSWORD_HASH_METHOD = "scrypt:1024:8:1"  # fast sign-ins in tests; production keeps scrypt's
     RATELIMIT_STORAGE_URI = "memory://"

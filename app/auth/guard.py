@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from functools import wraps
 from urllib.parse import urlsplit
@@ -60,8 +61,12 @@ def load_identity() -> None:
 
 
 def _session_version(user: User) -> str:
-    """Changes when the password changes, so old cookies stop working."""
-    return user.password_hash[-12:]
+    """Changes when the password changes, so old cookies stop working.
+
+    A digest of the hash, never a piece of it: the cookie is signed, not encrypted, so anyone
+    holding it can read what it carries.
+    """
+    return hashlib.sha256(b"session-version\0" + user.password_hash.encode()).hexdigest()[:16]
 
 
 def start_session(user: User) -> None:
@@ -142,7 +147,16 @@ def safe_next(target: str | None) -> str:
     if not target:
         return url_for("web.index")
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+    if (
+        parts.scheme
+        or parts.netloc
+        or not target.startswith("/")
+        or target.startswith("//")
+        # Browsers read "\\" as "/" ("/\\evil.example" is "//evil.example") and drop tabs and
+        # newlines ("/\t/evil.example" too): no backslash, no control character, no space.
+        or "\\" in target
+        or any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in target)
+    ):
         return url_for("web.index")
     return target
 

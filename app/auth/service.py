@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from functools import cache
 
+from flask import current_app
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.errors import Conflict, InvalidInput, NotFound
@@ -14,8 +17,17 @@ from app.models import ROLES, ApiToken, User, utcnow
 
 ROLE_RANK = {"operator": 1, "dispatcher": 2, "manager": 3}
 TOKEN_PREFIX = "tpz_"
-# A dummy hash to compare against when the user does not exist, so timing does not tell.
-_DUMMY_HASH = generate_password_hash("not-a-real-password", method="scrypt")
+
+
+def _hash_method() -> str:
+    """PASSWORD_HASH_METHOD: scrypt with werkzeug's parameters (the test suite's are cheaper)."""
+    return current_app.config.get("PASSWORD_HASH_METHOD") or "scrypt"
+
+
+@cache
+def _dummy_hash(method: str) -> str:
+    """A hash to check against when the user does not exist, so timing does not tell."""
+    return generate_password_hash("not-a-real-password", method=method)
 
 
 def allows(role: str, needed: str) -> bool:
@@ -31,17 +43,21 @@ def create_user(*, name: str, role: str, password: str) -> User:
     if db.session.scalar(select(User.id).where(User.name == name)) is not None:
         raise Conflict(f"A user named {name!r} already exists.")
     user = User(
-        name=name, role=role, password_hash=generate_password_hash(password, method="scrypt")
+        name=name, role=role, password_hash=generate_password_hash(password, method=_hash_method())
     )
     db.session.add(user)
-    db.session.commit()
+    try:
+        db.session.commit()
+    except IntegrityError:  # the same name, made at the same moment
+        db.session.rollback()
+        raise Conflict(f"A user named {name!r} already exists.") from None
     return user
 
 
 def authenticate(name: str, password: str) -> User | None:
     user = db.session.scalar(select(User).where(User.name == name))
     if user is None or not user.active:
-        check_password_hash(_DUMMY_HASH, password)
+        check_password_hash(_dummy_hash(_hash_method()), password)
         return None
     return user if check_password_hash(user.password_hash, password) else None
 
