@@ -65,6 +65,9 @@ def _empty_tables() -> None:
     if _db.engine.dialect.name == "postgresql":
         _db.session.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
     else:
+        # The PRAGMA below is a no-op inside a transaction (the engine always opens one), and
+        # products.latest_job_id and jobs.product_id point at each other: unlink them first.
+        _db.session.execute(text("UPDATE products SET latest_job_id = NULL"))
         _db.session.execute(text("PRAGMA foreign_keys=OFF"))
         for name in tables:
             _db.session.execute(text(f"DELETE FROM {name}"))
