@@ -23,22 +23,43 @@ loglevel = os.environ.get("LOG_LEVEL", "info")
 control_socket_disable = True
 
 
-def _describe() -> str:
-    db = os.environ.get("DATABASE_URL") or "SQLite file instance/trackopz.db"
-    if "@" in db:
-        db = db.split("://", 1)[0] + "://…@" + db.rsplit("@", 1)[1]
-    broker = (
-        "Redis " + os.environ["REDIS_URL"].split("@")[-1]
-        if os.environ.get("REDIS_URL")
-        else ("in-process broker (one worker only)")
+def _redact(url: str) -> str:
+    """A URL without its password (in the netloc or the query), for the start line."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(":" + parts.password + "@", ":***@", 1)
+    query = urlencode(
+        [(k, "***" if k.lower() == "password" else v) for k, v in parse_qsl(parts.query)],
+        safe="*",
     )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _describe(cfg) -> str:
+    """Which database, which broker, how many workers, where: from the settings gunicorn uses."""
+    if os.environ.get("DATABASE_URL"):
+        db = _redact(os.environ["DATABASE_URL"])
+    else:
+        db = "SQLite file " + os.path.join(
+            os.path.dirname(os.path.abspath(__file__)), "instance", "trackopz.db"
+        )
+    broker = (
+        "Redis " + _redact(os.environ["REDIS_URL"])
+        if os.environ.get("REDIS_URL")
+        else "in-process (one worker only)"
+    )
+    where = ", ".join(a if a.startswith(("unix:", "fd:")) else "http://" + a for a in cfg.bind)
     return (
-        f"database: {db}; broker: {broker}; {workers} gevent worker(s); listening on http://{bind}"
+        f"database: {db}; broker: {broker}; {cfg.workers} {cfg.worker_class_str} worker(s) "
+        f"x {cfg.worker_connections} connections; listening on {where}"
     )
 
 
 def on_starting(server):
-    if workers > 1 and not os.environ.get("REDIS_URL"):
+    if server.cfg.workers > 1 and not os.environ.get("REDIS_URL"):
         sys.exit(
             "TrackOPZ: more than one worker needs REDIS_URL: without Redis, events reach only the "
             "clients of the worker that made them. Set REDIS_URL, or run one worker "
@@ -48,4 +69,45 @@ def on_starting(server):
         from config import MISSING_SECRET
 
         sys.exit(MISSING_SECRET)
-    server.log.info("TrackOPZ — %s", _describe())
+    _fresh_metrics_dir()
+    server.log.info("TrackOPZ — %s", _describe(server.cfg))
+
+
+# --- Prometheus multiprocess mode: every worker writes its metrics to files in one directory ---
+
+_OWN_METRICS_DIR = "TRACKOPZ_METRICS_TMPDIR"  # set when the directory is one we made
+
+
+def _fresh_metrics_dir() -> None:
+    """A fresh PROMETHEUS_MULTIPROC_DIR per master start, before any worker forks.
+
+    Given one, its old files are removed (one master per directory); else a temporary one is
+    made here and removed at exit.
+    """
+    import glob
+    import tempfile
+
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given and given != os.environ.get(_OWN_METRICS_DIR):
+        os.makedirs(given, exist_ok=True)
+        for path in glob.glob(os.path.join(given, "*.db")):
+            os.remove(path)
+        return
+    path = tempfile.mkdtemp(prefix="trackopz-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ[_OWN_METRICS_DIR] = path
+
+
+def child_exit(server, worker):
+    """A dead worker's gauges (clients, backlog, pool) no longer count; its counters still do."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    path = os.environ.get(_OWN_METRICS_DIR)
+    if path and path == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)

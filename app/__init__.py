@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from flask import Flask
 
 from config import Config
@@ -21,6 +19,7 @@ def create_app(config_class: type[Config] = Config, **overrides) -> Flask:
         app.config["SECRET_KEY"] = secret_key()
     app.json.sort_keys = False
     configure_logger(app)
+    register_observability(app)
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)
@@ -127,8 +126,14 @@ def register_commands(app: Flask) -> None:
 
 
 def configure_logger(app: Flask) -> None:
-    if not app.debug and not app.testing:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
-        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    """One JSON object a line on stderr (LOG_FORMAT=text for a terminal); see app/observability."""
+    from app.observability.logs import configure_logging
+
+    configure_logging(app)
+
+
+def register_observability(app: Flask) -> None:
+    """Request ids, access lines, /metrics, transitions counted and logged at their commit."""
+    from app.observability import init_app
+
+    init_app(app)
