@@ -94,6 +94,10 @@ class Config:
     RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
     RATELIMIT_HEADERS_ENABLED = True
     RATELIMIT_STORAGE_URI = env_str("RATELIMIT_STORAGE_URI") or env_str("REDIS_URL") or "memory://"
+    # Redis down must not fail the writes (the contract: a write succeeds without Redis): count
+    # in this process meanwhile, and never turn a storage error into a 500.
+    RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
+    RATELIMIT_SWALLOW_ERRORS = True
     LOGIN_RATE_LIMIT_PER_ADDRESS = env_str("LOGIN_RATE_LIMIT_PER_ADDRESS", "30 per minute")
     LOGIN_RATE_LIMIT_PER_USER = env_str("LOGIN_RATE_LIMIT_PER_USER", "5 per minute")
     WRITE_RATE_LIMIT = env_str("WRITE_RATE_LIMIT", "1200 per minute")
