@@ -36,10 +36,12 @@ def _not_a_write() -> bool:
     return request.method not in ("POST", "PUT", "PATCH", "DELETE")
 
 
+# WRITE_RATE_LIMIT counts every write of one user together (an application limit): as default
+# limits, each endpoint would have had a budget of its own.
 limiter = Limiter(
     key_func=_client_key,
-    default_limits=[lambda: _setting("WRITE_RATE_LIMIT")],
-    default_limits_exempt_when=_not_a_write,
+    application_limits=[lambda: _setting("WRITE_RATE_LIMIT")],
+    application_limits_exempt_when=_not_a_write,
 )
 
 
