@@ -107,10 +107,11 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(web_bp)
     app.register_blueprint(auth_bp)
 
-    from app import batch
+    from app import batch, webhooks
 
     for bp in (batch.bp,):
         api.register_blueprint(bp)
+    webhooks.init_app(app)
 
 
 def register_errorhandlers(app: Flask) -> None:
