@@ -55,7 +55,7 @@ def _request_id() -> str:
 def _begin() -> Response | None:
     g.request_id = _request_id()
     g.request_started = time.perf_counter()
-    if request.endpoint in PROBE_ENDPOINTS:
+    if request.endpoint in PROBE_ENDPOINTS and request.method in ("GET", "HEAD"):
         view = current_app.view_functions[request.endpoint]
         return current_app.make_response(view(**(request.view_args or {})))
     return None

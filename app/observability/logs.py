@@ -4,7 +4,7 @@ Every line has `time`, `level`, `logger` and `message`; a line written while a r
 served also has its `request_id`. Whatever a caller passes in `extra={...}` becomes fields of the
 line, so `log.info("...", extra={"product": 7})` writes `"product": 7`.
 
-LOG_LEVEL (default INFO) sets the level; LOG_FORMAT=text writes the same fields as one readable
+LOG_LEVEL (default INFO; WARNING in `flask ...` commands) sets the level; LOG_FORMAT=text writes the same fields as one readable
 line for a terminal instead of JSON.
 """
 
@@ -78,6 +78,12 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+def _in_cli_command() -> bool:
+    import click
+
+    return click.get_current_context(silent=True) is not None
+
+
 def configure_logging(app) -> None:
     """Send every logger's records to stderr through one formatter (JSON unless LOG_FORMAT=text).
 
@@ -95,6 +101,9 @@ def configure_logging(app) -> None:
     text = (os.environ.get("LOG_FORMAT") or "json").strip().lower() == "text"
     handler.setFormatter(TextFormatter() if text else JSONFormatter())
     root.addHandler(handler)
-    level = (os.environ.get("LOG_LEVEL") or "info").strip().upper()
-    root.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
+    # A `flask ...` command says what it did itself: its INFO lines (say, the 300 transitions
+    # of `flask seed-demo`) would bury that, so there the default is WARNING.
+    default = "WARNING" if _in_cli_command() else "INFO"
+    level = (os.environ.get("LOG_LEVEL") or default).strip().upper()
+    root.setLevel(level if level in logging.getLevelNamesMapping() else default)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

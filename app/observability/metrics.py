@@ -88,10 +88,10 @@ STREAM_CLIENTS = Gauge(
     "Open event streams, summed over live workers.",
     multiprocess_mode="livesum",
 )
-HUB_SUBSCRIBED = Gauge(
-    "trackopz_hub_subscribed",
-    "1 when every live worker that has started its hub holds its Redis subscription, else 0.",
-    multiprocess_mode="livemin",
+HUB_UNSUBSCRIBED = Gauge(
+    "trackopz_hub_workers_unsubscribed",
+    "Live workers whose hub is started but holds no Redis subscription (0 when all is well).",
+    multiprocess_mode="livesum",
 )
 DB_POOL_CHECKED_OUT = Gauge(
     "trackopz_db_pool_checked_out",
@@ -157,7 +157,7 @@ class Sync:
                 self._advance(("broker", name), getattr(broker, name, 0), counter)
             OUTBOX_BACKLOG.set(len(broker.unpublished))
             STREAM_CLIENTS.set(len(hub.clients))
-            HUB_SUBSCRIBED.set(1 if (hub.subscribed or not hub.started) else 0)
+            HUB_UNSUBSCRIBED.set(1 if (hub.started and not hub.subscribed) else 0)
             pool = self._pool()
             if pool is not None and hasattr(pool, "checkedout"):
                 DB_POOL_CHECKED_OUT.set(pool.checkedout())

@@ -84,7 +84,7 @@ def test_metrics_count_requests_by_endpoint_and_transitions_by_action(client, an
         "trackopz_redis_reconnects_total",
         "trackopz_events_delivered_total",
         "trackopz_db_pool_checked_out",
-        "trackopz_hub_subscribed",
+        "trackopz_hub_workers_unsubscribed",
     ):
         assert (name, ()) in after, name
     assert value(after, "trackopz_outbox_backlog") == 0
