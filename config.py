@@ -111,6 +111,9 @@ class Config:
     # streams hold none while they wait.
     DB_POOL_SIZE = env_int("DB_POOL_SIZE", 10)
     DB_MAX_OVERFLOW = env_int("DB_MAX_OVERFLOW", 10)
+    DB_CONNECT_TIMEOUT = env_int("DB_CONNECT_TIMEOUT", 5)
+    # How many proxies (nginx = 1) stand in front and set X-Forwarded-For/-Proto; 0 trusts none.
+    TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0)
     MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 1024 * 1024)
     SSE_KEEPALIVE_SECONDS = env_float("SSE_KEEPALIVE_SECONDS", 15.0)
     SSE_RETRY_MS = env_int("SSE_RETRY_MS", 3000)

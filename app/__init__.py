@@ -18,6 +18,12 @@ def create_app(config_class: type[Config] = Config, **overrides) -> Flask:
 
         app.config["SECRET_KEY"] = secret_key()
     app.json.sort_keys = False
+    if app.config["TRUSTED_PROXIES"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # Behind nginx: the client's address (for sign-in limits and logs) is in X-Forwarded-For.
+        n = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
     configure_logger(app)
     register_observability(app)
     register_extensions(app)
@@ -36,6 +42,8 @@ def _engine_options(app: Flask) -> dict:
         "max_overflow": app.config["DB_MAX_OVERFLOW"],
         "pool_pre_ping": True,
         "pool_timeout": 10,
+        # An unreachable host fails in seconds, not after the OS's TCP timeout.
+        "connect_args": {"connect_timeout": app.config["DB_CONNECT_TIMEOUT"]},
     }
 
 
