@@ -115,9 +115,9 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(web_bp)
     app.register_blueprint(auth_bp)
 
-    from app import batch, webhooks
+    from app import analytics, batch, reports, webhooks
 
-    for bp in (batch.bp,):
+    for bp in (batch.bp, analytics.bp, reports.bp):
         api.register_blueprint(bp)
     webhooks.init_app(app)
 
