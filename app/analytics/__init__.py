@@ -6,4 +6,4 @@ bp = Blueprint(
     "analytics", __name__, url_prefix="/api", description="Figures over a date range, for charts"
 )
 
-from app.analytics import routes  # noqa: E402,F401
+from app.analytics import indexes, routes  # noqa: E402,F401
