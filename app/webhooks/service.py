@@ -116,7 +116,7 @@ def _check_url(url: str) -> str:
     url = url.strip()
     reason = refusal(url)
     if reason:
-        raise InvalidInput(reason, details={"url": reason})
+        raise InvalidInput(reason)
     return url
 
 
