@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,14 @@ def register_errorhandlers(app: Flask) -> None:
     def unexpected(err: Exception):
         if isinstance(err, HTTPException):  # pragma: no cover - handled above
             return http_error(err)
+        if _is_bad_value(err):
+            # A value the database (or the arithmetic on it) cannot hold: a NUL in a text, a
+            # number or a date out of range. The request's fault, though a field should have
+            # said so first; logged so that one can be added.
+            log.warning("a value out of range on %s %s", request.method, request.path, exc_info=err)
+            if _wants_json():
+                return jsonify(error_body(400, BAD_VALUE)), 400
+            return BadRequest(BAD_VALUE)
         log.exception("unhandled error on %s %s", request.method, request.path)
         if not _wants_json():
             return InternalServerError()
@@ -108,6 +116,15 @@ def register_errorhandlers(app: Flask) -> None:
         if is_unavailable_error(err):
             return jsonify(error_body(503, SENTENCES[503])), 503
         return jsonify(error_body(500, SENTENCES[500])), 500
+
+
+BAD_VALUE = "A value in the request is out of range or cannot be stored (e.g. a NUL character)."
+
+
+def _is_bad_value(err: Exception) -> bool:
+    from sqlalchemy.exc import DataError
+
+    return isinstance(err, (DataError, OverflowError))
 
 
 def _flatten_messages(messages: dict) -> dict:

@@ -38,6 +38,8 @@ def create_user(*, name: str, role: str, password: str) -> User:
     """Add a user; the password is kept only as a scrypt hash."""
     if role not in ROLES:
         raise InvalidInput(f"Role must be one of {', '.join(ROLES)}.")
+    if not 1 <= len(name) <= 120 or any(ord(ch) < 0x20 for ch in name) or name != name.strip():
+        raise InvalidInput("The name must have 1 to 120 characters, no control characters.")
     if len(password) < 8:
         raise InvalidInput("The password must have at least 8 characters.")
     if db.session.scalar(select(User.id).where(User.name == name)) is not None:
@@ -55,6 +57,9 @@ def create_user(*, name: str, role: str, password: str) -> User:
 
 
 def authenticate(name: str, password: str) -> User | None:
+    if "\x00" in name or len(name) > 120:  # no such user; and Postgres refuses a NUL
+        check_password_hash(_dummy_hash(_hash_method()), password)
+        return None
     user = db.session.scalar(select(User).where(User.name == name))
     if user is None or not user.active:
         check_password_hash(_dummy_hash(_hash_method()), password)

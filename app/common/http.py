@@ -8,8 +8,9 @@ from datetime import timedelta
 from flask import Flask, Response, current_app, g, request
 from sqlalchemy import Select, delete
 from sqlalchemy.exc import IntegrityError
+from werkzeug.routing import IntegerConverter
 
-from app.common.schemas import encode_cursor
+from app.common.schemas import MAX_ID, encode_cursor
 from app.errors import Conflict, InvalidInput
 from app.extensions import db
 from app.models import IdempotencyRecord, utcnow
@@ -130,7 +131,23 @@ def page(stmt: Select, id_column, *, limit: int, cursor: int | None) -> tuple[li
     return rows[:limit], next_cursor
 
 
+class IdConverter(IntegerConverter):
+    """`<int:...>` in a path, bounded to what the database can hold: a larger id is a 404, not an
+    overflow in the driver and a 500. (A 404 raised here, rather than a failed match, which
+    werkzeug would answer with a 405 when a rule with the same path has other methods.)"""
+
+    def to_python(self, value: str) -> int:
+        number = super().to_python(value)
+        if number > MAX_ID:
+            from werkzeug.exceptions import NotFound
+
+            raise NotFound()
+        return number
+
+
 def register_request_hooks(app: Flask) -> None:
+    # Before any blueprint adds its rules: a rule takes its converter when it is added.
+    app.url_map.converters["int"] = IdConverter
     app.before_request(require_json)
     app.before_request(idempotency_before)
     app.after_request(idempotency_after)

@@ -21,13 +21,18 @@ class CamelSchema(Schema):
             field_obj.data_key = camelcase(field_name)
 
 
+# Ids are INTEGER columns: 32 bits on Postgres. A larger one names nothing, and the driver would
+# refuse to send it (a 500), so it is refused up front.
+MAX_ID = 2**31 - 1
+
+
 class Id(fields.Integer):
     """An id: an integer, or a string of digits ("123"), never zero or negative."""
 
     default_error_messages = {"invalid": "Must be a positive whole number."}
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("validate", validate.Range(min=1, max=2**63 - 1))
+        kwargs.setdefault("validate", validate.Range(min=1, max=MAX_ID))
         super().__init__(strict=False, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
@@ -52,7 +57,9 @@ class Count(fields.Integer):
 
 
 class Text(fields.String):
-    """A trimmed string with a length cap."""
+    """A trimmed string with a length cap, and no NUL character (Postgres cannot store one)."""
+
+    default_error_messages = {"nul": "Must not contain a NUL character."}
 
     def __init__(self, *, max_length: int = 200, min_length: int = 0, **kwargs):
         kwargs.setdefault("validate", validate.Length(min=min_length, max=max_length))
@@ -60,6 +67,8 @@ class Text(fields.String):
 
     def _deserialize(self, value, attr, data, **kwargs):
         value = super()._deserialize(value, attr, data, **kwargs)
+        if value is not None and "\x00" in value:
+            raise self.make_error("nul")
         return value.strip() if value is not None else None
 
 
@@ -84,7 +93,7 @@ def decode_cursor(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, value = raw.split(":", 1)
-        if prefix != "id" or not value.isdigit():
+        if prefix != "id" or not value.isdigit() or int(value) > MAX_ID:
             raise ValueError
         return int(value)
     except (ValueError, UnicodeDecodeError):
