@@ -45,14 +45,20 @@ class Broker:
             from redis.backoff import NoBackoff
             from redis.retry import Retry
 
-            # One quick retry: a write never waits long on Redis, the relay retries later.
-            self.redis = redis.Redis.from_url(
+            # A blocking pool: a burst of greenlets (page loads taking stream leases, publishes)
+            # waits a moment for a connection instead of failing with "Too many connections"
+            # past redis-py's default of 100. One quick retry: a write never waits long on
+            # Redis, the relay retries later.
+            pool = redis.BlockingConnectionPool.from_url(
                 self.url,
+                max_connections=int(app.config.get("REDIS_MAX_CONNECTIONS", 50)),
+                timeout=2,
                 socket_connect_timeout=1,
                 socket_timeout=2,
                 health_check_interval=10,
                 retry=Retry(NoBackoff(), 1),
             )
+            self.redis = redis.Redis(connection_pool=pool)
         else:
             self.redis = None
         app.extensions["trackopz_broker"] = self

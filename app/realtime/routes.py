@@ -108,6 +108,7 @@ def stream():
         json.dumps(hello, separators=(",", ":")).encode(),
     )
     keepalive = current_app.config["SSE_KEEPALIVE_SECONDS"]
+    app = current_app._get_current_object()
 
     def generate():
         nonlocal cursor
@@ -135,9 +136,15 @@ def stream():
                     wrote = time.monotonic()
         finally:
             hub.unregister(client)
-            lease.release()
             if watcher is not None:
                 watcher.kill(block=False)
+            # The generator runs after the request's contexts are gone; giving the lease back
+            # needs the app (its Redis client).
+            try:
+                with app.app_context():
+                    lease.release()
+            except Exception:  # noqa: BLE001 - an unreturned lease expires by itself
+                log.exception("could not give a stream lease back")
 
     response = Response(generate(), mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
@@ -169,16 +176,19 @@ def _watch_disconnect(sock, client):
     description=(
         "JSON about the worker that answers (each worker has its own hub): open streams, events "
         "waiting in their queues, the last event id delivered, whether the Redis subscription "
-        "is up, the relay backlog, and the number of live greenlets. For operators and tests."
+        "is up, the relay backlog, and the number of running greenlets. For operators and "
+        "tests."
     ),
 )
 def stats():
     """This worker's stream hub: clients, queues, last event id, greenlets."""
-    from greenlet import greenlet
+    from gevent import Greenlet
 
     from app.extensions import broker
 
-    alive = sum(1 for o in gc.get_objects() if isinstance(o, greenlet) and not o.dead)
+    # Greenlets spawned in this worker (requests, streams, watchers, loops) that still run; the
+    # hubs and the threadpool's worker threads (a bounded pool, for DNS) are not counted.
+    alive = sum(1 for o in gc.get_objects() if isinstance(o, Greenlet) and not o.dead)
     return {
         "success": True,
         "hub": hub.stats(),
@@ -189,4 +199,12 @@ def stats():
             "publishFailures": broker.publish_failures,
         },
         "greenlets": alive,
+        "dbPool": _pool_stats(),
     }
+
+
+def _pool_stats() -> dict:
+    pool = db.engine.pool
+    if not hasattr(pool, "checkedout"):
+        return {}
+    return {"size": pool.size(), "checkedOut": pool.checkedout(), "overflow": pool.overflow()}

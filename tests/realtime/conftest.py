@@ -1,8 +1,8 @@
 """Fixtures of the real-time tests.
 
 Fast tests use the suite's app/client/make fixtures with the in-process broker. The slow ones run
-real gunicorn instances on a database of their own (`trackopz_rt`) and a redis-server of their
-own, so they collide neither with the plain suite nor with anything else on this machine. Every
+real gunicorn instances on a database of their own (`trackopz_rt_<pid>`) and redis-servers of
+their own, so they collide neither with the plain suite nor with anything else on this machine. Every
 HTTP call of theirs goes through `http()` (and raw sockets through `auth_headers()`): the one
 place that knows how to sign in.
 """
@@ -10,7 +10,7 @@ place that knows how to sign in.
 from __future__ import annotations
 
 import os
-import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ import requests
 from app.extensions import broker, hub
 from tests.realtime.helpers import RedisServer
 from tests.support import services
-from tests.support.servers import Gunicorn, flask_cli
+from tests.support.servers import Gunicorn
 
 RT_DB = f"trackopz_rt_{os.getpid()}"  # runs side by side never share one
 SECRET = "realtime-tests-secret"
@@ -57,7 +57,7 @@ def _break_the_product_job_cycle(app) -> None:
 
 @pytest.fixture(scope="session")
 def rt_database_url() -> str:
-    """A database of these tests' own, migrated with `flask db upgrade`; dropped at the end."""
+    """A database of these tests' own, migrated to the head; dropped at the end."""
     base = services.require_postgres()
     import psycopg
 
@@ -76,9 +76,43 @@ def rt_database_url() -> str:
 
     recreate(True)
     url = admin.rsplit("/", 1)[0] + "/" + RT_DB
-    flask_cli("db", "upgrade", env={"DATABASE_URL": url, "SECRET_KEY": SECRET})
     yield url
     recreate(False)
+
+
+@pytest.fixture(scope="session")
+def rt_app(rt_database_url):
+    """The app in this process, on that database: migrates it (as `flask db upgrade` does)."""
+    from flask_migrate import upgrade
+
+    from app import create_app
+    from app.extensions import db
+    from config import TestConfig
+
+    app = create_app(
+        TestConfig,
+        SQLALCHEMY_DATABASE_URI=rt_database_url.replace("postgresql://", "postgresql+psycopg://"),
+        REDIS_URL=None,
+    )
+    with app.app_context():
+        upgrade()
+        db.session.remove()
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def api_token(rt_app) -> str | None:
+    """A manager's bearer token; None if the app has no sign-in."""
+    try:
+        from app.auth import service
+    except ImportError:
+        return None
+    with rt_app.app_context():
+        service.create_user(name="rt-boss", role="manager", password="x" * 16)
+        _, plain = service.create_token(user_name="rt-boss", name="realtime-tests")
+        return plain
 
 
 @pytest.fixture(scope="session")
@@ -92,24 +126,6 @@ def rt_redis(redis_binary, artifacts_dir):
     server = RedisServer(redis_binary, artifacts_dir).start()
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="session")
-def api_token(rt_database_url) -> str | None:
-    """A manager's bearer token, made with the CLI; None if the app has no sign-in."""
-    env = {"DATABASE_URL": rt_database_url, "SECRET_KEY": SECRET}
-    try:
-        flask_cli(
-            "users", "create", "rt-boss", "--role", "manager", "--password", "x" * 16, env=env
-        )
-        out = flask_cli(
-            "tokens", "create", "--user", "rt-boss", "--name", "realtime-tests", env=env
-        )
-    except subprocess.CalledProcessError as err:
-        if "No such command" in (err.stderr or ""):  # an app without sign-in needs no token
-            return None
-        raise AssertionError(f"could not make a token: {err.stderr}") from err
-    return out.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="session")
@@ -130,7 +146,7 @@ def http(auth_headers):
 
 
 @pytest.fixture(scope="session")
-def rt_env(rt_database_url) -> dict:
+def rt_env(rt_database_url, rt_app) -> dict:
     """What every gunicorn of these tests gets (REDIS_URL is added per instance)."""
     return {
         "DATABASE_URL": rt_database_url,
@@ -149,11 +165,30 @@ def gunicorns(artifacts_dir):
     started: list[Gunicorn] = []
     log_dir = Path(artifacts_dir)
 
-    def start(env: dict, *, workers: int = 2) -> Gunicorn:
-        server = Gunicorn(env, workers=workers, log_dir=log_dir).start()
-        started.append(server)
-        return server
+    def start(env: dict, *, workers: int = 2, count: int = 1):
+        """One instance, or a list of `count` started side by side."""
+        servers = [Gunicorn(env, workers=workers, log_dir=log_dir) for _ in range(count)]
+        started.extend(servers)
+        errors = []
+
+        def run(server):
+            try:
+                server.start(timeout=60)
+            except Exception as err:  # noqa: BLE001
+                errors.append(err)
+
+        threads = [threading.Thread(target=run, args=(s,)) for s in servers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        return servers[0] if count == 1 else servers
 
     yield start
-    for server in started:
-        server.stop()
+    stoppers = [threading.Thread(target=server.stop) for server in started]
+    for t in stoppers:
+        t.start()
+    for t in stoppers:
+        t.join()

@@ -43,13 +43,13 @@ class StreamReader(threading.Thread):
         self.chunk_times: list[float] = []
         self.keepalives = 0
         self.ready = threading.Event()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._changed = threading.Condition()
 
     # --- running ----------------------------------------------------------------------------
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             headers = {}
             if self.last_id is not None:
                 headers["Last-Event-ID"] = str(self.last_id)
@@ -77,7 +77,7 @@ class StreamReader(threading.Thread):
                 if line.startswith(b": keepalive"):
                     self.keepalives += 1
             yield chunk
-            if self._stop.is_set():
+            if self._halt.is_set():
                 return
 
     def _check_headers(self, resp) -> None:
@@ -116,7 +116,7 @@ class StreamReader(threading.Thread):
     # --- asking -------------------------------------------------------------------------------
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
     @property
     def ids(self) -> list[int]:

@@ -1,0 +1,308 @@
+"""Two gunicorn instances ("hosts"), two gevent workers each, one Postgres, one Redis: every
+client of every worker gets every event once, in id order, across a worker's kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+import requests
+
+from tests.realtime.helpers import RedisServer, reader_workers, start_readers, stop_readers
+from tests.realtime.shop import Shop, events_after, newest_event
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def redis_server(redis_binary, artifacts_dir):
+    """This module's own redis-server: its last test stops it and starts it again."""
+    server = RedisServer(redis_binary, artifacts_dir).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def hosts(gunicorns, rt_env, redis_server):
+    return tuple(gunicorns({**rt_env, "REDIS_URL": redis_server.url}, workers=2, count=2))
+
+
+@pytest.fixture(scope="module")
+def shop(hosts, http):
+    a, _ = hosts
+    shop = Shop(a.url, http())
+    machines = [shop.machine() for _ in range(3)]
+    shop.products = shop.live_products(8, machines)
+    shop.machines = machines
+    return shop
+
+
+def spread(host, http, *, per_worker: int, limit: int = 16) -> list:
+    """Readers on `host` until each of its workers holds at least `per_worker` of them."""
+    wait_workers_ready(host, http)
+    readers = start_readers(host.url, http, 2 * per_worker)
+    while True:
+        by_pid = reader_workers(readers, host.port, host.worker_pids())
+        if all(len(rs) >= per_worker for rs in by_pid.values()):
+            return readers
+        if len(readers) >= limit:
+            stop_readers(readers)
+            raise AssertionError(f"connections did not spread over the workers: {by_pid}")
+        time.sleep(0.1)
+        readers += start_readers(host.url, http, 1)
+
+
+def wait_workers_ready(host, http, timeout: float = 30) -> None:
+    """Until every worker of `host` has answered (a new worker takes a moment to boot)."""
+    deadline = time.monotonic() + timeout
+    answered: set[int] = set()
+    while not set(host.worker_pids()) <= answered:
+        assert time.monotonic() < deadline, f"workers {host.worker_pids()} did not all answer"
+        with http() as api:
+            api.headers["Connection"] = "close"
+            try:
+                answered.add(
+                    api.get(host.url + "/api/realtime/stats", timeout=5).json()["hub"]["pid"]
+                )
+            except requests.RequestException:
+                time.sleep(0.2)
+
+
+def assert_all_events_once_in_order(readers, database_url: str, newest: int, timeout=20) -> None:
+    for r in readers:
+        assert r.wait_for(newest, timeout), (
+            f"{r.name} stopped at {r.last_id}, newest is {newest}; problems: {r.problems}"
+        )
+    for r in readers:
+        expected = events_after(database_url, r.first_last_id)
+        assert r.problems == []
+        got = [(e[0], e[1]) for e in r.events]
+        assert len(got) == len({e[0] for e in got}), f"{r.name} got an event twice"
+        assert got == expected, f"{r.name}: {len(got)} events, expected {len(expected)}"
+
+
+def assert_every_worker_subscribed(hosts, http, timeout: float = 15) -> None:
+    """Ask /api/realtime/stats (new connections, so each worker answers some) until every
+    worker of every host says its subscription is up."""
+    deadline = time.monotonic() + timeout
+    subscribed: dict[int, bool] = {}
+    while time.monotonic() < deadline:
+        for host in hosts:
+            with http() as api:
+                api.headers["Connection"] = "close"
+                stats = api.get(host.url + "/api/realtime/stats", timeout=5).json()["hub"]
+            subscribed[stats["pid"]] = stats["subscribed"]
+        pids = {p for host in hosts for p in host.worker_pids()}
+        if all(subscribed.get(p) for p in pids):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not every worker subscribed again: {subscribed}")
+
+
+def post_concurrently(jobs, threads: int = 4) -> list[int]:
+    """Run the callables from `threads` threads; their status codes."""
+    statuses: list[int] = []
+    lock = threading.Lock()
+    work = list(jobs)
+
+    def run():
+        while True:
+            with lock:
+                if not work:
+                    return
+                job = work.pop(0)
+            status = job()
+            with lock:
+                statuses.append(status)
+
+    pool = [threading.Thread(target=run) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(60)
+    return statuses
+
+
+def test_every_client_of_every_worker_and_host_gets_every_event_once_in_order(
+    hosts, shop, http, rt_database_url
+):
+    a, b = hosts
+    readers = spread(a, http, per_worker=2) + spread(b, http, per_worker=2)
+    try:
+        sessions = threading.local()
+
+        def session():
+            if not hasattr(sessions, "s"):
+                sessions.s = http()
+            return sessions.s
+
+        def toggle(pid):
+            def job():
+                mine = Shop(a.url, session())
+                mine.live = shop.live
+                return mine.toggle(pid).status_code
+
+            return job
+
+        def rename(mid, n):
+            def job():
+                r = session().patch(
+                    f"{b.url}/api/machines/{mid}", json={"name": f"Rig {mid} v{n}"}, timeout=15
+                )
+                return r.status_code
+
+            return job
+
+        # Each product is toggled by one thread at a time (its jobs are spread over rounds);
+        # machine renames on the other host race the transitions on those machines.
+        jobs = []
+        for round_ in range(3):
+            jobs += [toggle(pid) for pid in shop.products]
+            jobs += [rename(mid, round_) for mid in shop.machines]
+        statuses = post_concurrently(jobs, threads=len(shop.products))
+        assert set(statuses) <= {200, 409}, statuses
+        assert statuses.count(200) >= len(statuses) - len(shop.products)
+        newest = newest_event(rt_database_url)
+        assert_all_events_once_in_order(readers, rt_database_url, newest)
+
+        # One change on host A reaches the pages on host B within a second.
+        started = time.monotonic()
+        assert shop.toggle(shop.products[0]).status_code == 200
+        newest = newest_event(rt_database_url)
+        on_b = [r for r in readers if r.base_url == b.url]
+        for r in on_b:
+            assert r.wait_for(newest, 1.0 - (time.monotonic() - started)), r.name
+    finally:
+        stop_readers(readers)
+
+
+def test_connected_clients_counts_the_clients_of_every_worker(hosts, http):
+    a, b = hosts
+    api = http()
+
+    def connected() -> int:
+        r = api.get(a.url + "/api/dashboard/status", timeout=10)
+        assert r.status_code == 200, r.text
+        return r.json()["dashboard"]["realtime"]["connectedClients"]
+
+    def settles_at(n: int, timeout: float = 6) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if connected() == n:
+                return True
+            time.sleep(0.2)
+        return False
+
+    assert settles_at(0)
+    readers = spread(a, http, per_worker=1) + spread(b, http, per_worker=1)
+    try:
+        assert settles_at(len(readers)), (connected(), len(readers))
+        half = readers[: len(readers) // 2]
+        stop_readers(half)
+        assert settles_at(len(readers) - len(half)), (connected(), len(readers) - len(half))
+    finally:
+        stop_readers(readers)
+    assert settles_at(0)
+
+
+def _post_until(stop: threading.Event, shop: Shop, hosts, statuses: list, lost: list) -> None:
+    """Toggle products round-robin on both hosts until told to stop. A request that dies with
+    its worker may or may not have committed (the database says): its retry may get a 409."""
+    session = shop.session
+    i = 0
+    while not stop.is_set():
+        pid = shop.products[i % len(shop.products)]
+        host = hosts[i % len(hosts)]
+        i += 1
+        for _ in range(3):
+            try:
+                r = shop.toggle(pid, host.url)
+                statuses.append(r.status_code)
+                if r.status_code == 409:  # the lost request had committed: in step again
+                    shop.live[pid] = not shop.live[pid]
+                break
+            except requests.RequestException as err:
+                lost.append(repr(err))
+                session.close()
+                time.sleep(0.1)
+
+
+def _after_more_writes(statuses: list, n: int, timeout: float = 30) -> None:
+    target = statuses.count(200) + n
+    deadline = time.monotonic() + timeout
+    while statuses.count(200) < target:
+        assert time.monotonic() < deadline, f"the writes stalled: {statuses}"
+        time.sleep(0.02)
+
+
+def test_a_worker_killed_while_events_flow_loses_its_clients_nothing(
+    hosts, shop, http, rt_database_url
+):
+    a, b = hosts
+    readers = spread(a, http, per_worker=2) + spread(b, http, per_worker=2)
+    try:
+        on_a = reader_workers(readers, a.port, a.worker_pids())
+        on_b = reader_workers(readers, b.port, b.worker_pids())
+        victims = [max(on_a, key=lambda p: len(on_a[p])), max(on_b, key=lambda p: len(on_b[p]))]
+        cut_off = on_a[victims[0]] + on_b[victims[1]]
+        stop = threading.Event()
+        statuses: list[int] = []
+        lost: list[str] = []
+        poster = threading.Thread(target=_post_until, args=(stop, shop, (a, b), statuses, lost))
+        poster.start()
+        try:
+            _after_more_writes(statuses, 3)
+            os.kill(victims[0], signal.SIGKILL)  # a worker that takes writes and has clients
+            _after_more_writes(statuses, 3)
+            os.kill(victims[1], signal.SIGKILL)
+            _after_more_writes(statuses, 4)
+        finally:
+            stop.set()
+            poster.join(30)
+        assert set(statuses) <= {200, 409}, statuses
+        assert statuses.count(409) <= len(lost), (statuses, lost)
+        newest = newest_event(rt_database_url)
+        assert_all_events_once_in_order(readers, rt_database_url, newest, timeout=30)
+        for r in cut_off:
+            assert r.connects >= 2, f"{r.name} was on a killed worker but never reconnected"
+    finally:
+        stop_readers(readers)
+    for host in (a, b):  # the masters replaced their workers
+        deadline = time.monotonic() + 15
+        while len(host.worker_pids()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(host.worker_pids()) == 2
+        wait_workers_ready(host, http)
+
+
+def test_redis_stopped_while_writes_go_on_then_restarted(
+    hosts, shop, http, redis_server, rt_database_url
+):
+    """Every write answers 200 without Redis; its events still reach every client (the hubs
+    read the table meanwhile), and nothing comes twice once Redis is back and the relays run."""
+    a, b = hosts
+    readers = spread(a, http, per_worker=1) + spread(b, http, per_worker=1)
+    try:
+        for pid in shop.products[:2]:
+            assert shop.toggle(pid).status_code == 200
+        redis_server.stop()
+        statuses = []
+        for i in range(8):
+            r = shop.toggle(shop.products[i % len(shop.products)], (a, b)[i % 2].url)
+            statuses.append((r.status_code, r.text[:200]))
+        assert [s for s, _ in statuses] == [200] * 8, statuses
+        newest = newest_event(rt_database_url)
+        for r in readers:  # during the outage
+            assert r.wait_for(newest, 8), f"{r.name} stopped at {r.last_id} of {newest}"
+
+        redis_server.start()
+        assert_every_worker_subscribed((a, b), http)
+        for i in range(4):
+            assert shop.toggle(shop.products[i], (a, b)[i % 2].url).status_code == 200
+        newest = newest_event(rt_database_url)
+        assert_all_events_once_in_order(readers, rt_database_url, newest)
+    finally:
+        stop_readers(readers)

@@ -1,0 +1,216 @@
+"""One gevent worker under stress: a 2 s database wait blocks nobody else, 500 streams come and
+go without leaving a greenlet or a queue behind, and gunicorn refuses workers it cannot serve."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import psycopg
+import pytest
+import redis
+
+from tests.realtime.helpers import STREAM, StreamReader
+from tests.realtime.shop import Shop, newest_event
+from tests.support.servers import BIN, ROOT, free_port
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def one_worker(gunicorns, rt_env, rt_redis):
+    return gunicorns({**rt_env, "REDIS_URL": rt_redis.url}, workers=1)
+
+
+def _waiting_on_a_lock(database_url: str) -> bool:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return bool(
+            conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"
+            ).fetchone()[0]
+        )
+
+
+def test_a_two_second_database_call_does_not_delay_keepalives_or_other_requests(
+    one_worker, http, rt_database_url
+):
+    host = one_worker
+    shop = Shop(host.url, http())
+    (product,) = shop.live_products(1, [shop.machine()])
+    reader = StreamReader(host.url, http, name="sse-idle")
+    reader.start()
+    assert reader.ready.wait(15)
+    holder = psycopg.connect(rt_database_url)  # a transaction that holds the product's row
+    try:
+        holder.execute("SELECT id FROM products WHERE id = %s FOR UPDATE", (product,))
+        result: dict = {}
+
+        def post():
+            started = time.monotonic()
+            result["status"] = shop.toggle(product).status_code
+            result["took"] = time.monotonic() - started
+
+        poster = threading.Thread(target=post)
+        poster.start()
+        deadline = time.monotonic() + 10
+        while not _waiting_on_a_lock(rt_database_url):  # the worker's query is now stuck
+            assert time.monotonic() < deadline, "the POST never reached the row lock"
+            time.sleep(0.05)
+
+        # The holder keeps the row through a 2 s pg_sleep: the worker's query takes ~2 s.
+        sleeper = threading.Thread(
+            target=lambda: (holder.execute("SELECT pg_sleep(2)"), holder.commit())
+        )
+        window_start = time.monotonic()
+        sleeper.start()
+        probe = http()
+        slowest: dict[str, float] = {}
+        while sleeper.is_alive():
+            for path in ("/healthz", "/api/products?limit=1", "/api/realtime/stats"):
+                started = time.monotonic()
+                r = probe.get(host.url + path, timeout=5)
+                assert r.status_code == 200, (path, r.status_code)
+                slowest[path] = max(slowest.get(path, 0), time.monotonic() - started)
+            time.sleep(0.05)
+        window_end = time.monotonic()
+        sleeper.join()
+        poster.join(15)
+    finally:
+        holder.close()
+        reader.stop()
+    assert result.get("status") == 200, result
+    assert result["took"] >= 1.8, result  # it did wait on the database all that time
+    assert max(slowest.values()) < 0.5, slowest
+    # Keepalives (SSE_KEEPALIVE_SECONDS=1) kept coming while the POST waited.
+    times = [t for t in reader.chunk_times if window_start - 1.5 <= t <= window_end + 1.5]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert len(times) >= 3 and max(gaps) < 1.7, gaps
+    reader.join(10)
+
+
+def _open_streams(port: int, n: int, headers: dict, batch: int = 50) -> list[socket.socket]:
+    """`n` raw connections, each with its stream's first message read; opened `batch` at a
+    time (pages load over a moment, not in one instant: a burst of hundreds of stream opens
+    at once queues on the worker's database pool)."""
+    socks: list[socket.socket] = []
+    while len(socks) < n:
+        socks += _open_batch(port, min(batch, n - len(socks)), headers)
+    return socks
+
+
+def _open_batch(port: int, n: int, headers: dict, timeout: float = 30) -> list[socket.socket]:
+    request = (
+        f"GET {STREAM} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        + "\r\n"
+    ).encode()
+    sel = selectors.DefaultSelector()
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(request)
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, bytearray())
+        socks.append(s)
+    waiting = len(socks)
+    deadline = time.monotonic() + timeout
+    while waiting:
+        if time.monotonic() > deadline:
+            stuck = [bytes(k.data[:300]) for k in sel.get_map().values()]
+            raise AssertionError(f"{waiting} streams did not open; e.g. {stuck[:3]}")
+        for key, _ in sel.select(timeout=1):
+            data = key.fileobj.recv(65536)
+            assert data, "a stream closed before its first message"
+            key.data.extend(data)
+            if b"connection_established" in key.data:
+                assert key.data.startswith(b"HTTP/1.1 200"), bytes(key.data[:200])
+                sel.unregister(key.fileobj)
+                waiting -= 1
+    sel.close()
+    return socks
+
+
+def test_500_clients_come_and_go_and_the_worker_returns_to_its_baseline(
+    one_worker, http, auth_headers, rt_database_url, rt_redis
+):
+    host = one_worker
+    api = http()
+
+    def stats() -> dict:
+        r = api.get(host.url + "/api/realtime/stats", timeout=10)
+        assert r.status_code == 200
+        return r.json()
+
+    for s in _open_streams(host.port, 2, auth_headers):  # warm up: the loops a stream starts
+        s.close()
+    time.sleep(1.0)
+    base = stats()
+    assert base["hub"]["clients"] == 0
+    events_before = newest_event(rt_database_url)
+
+    started = time.monotonic()
+    socks = _open_streams(host.port, 500, auth_headers)
+    opened_in = time.monotonic() - started
+    try:
+        during = stats()
+        assert during["hub"]["clients"] == 500
+        assert during["greenlets"] >= base["greenlets"] + 500
+        # The open streams hold no database connection (this stats request holds none either).
+        assert during["dbPool"]["checkedOut"] <= 1, during["dbPool"]
+    finally:
+        for s in socks:
+            s.close()
+    closed_at = time.monotonic()
+    while True:
+        now = stats()
+        if now["hub"]["clients"] == 0 and now["greenlets"] <= base["greenlets"] + 2:
+            break
+        assert time.monotonic() - closed_at < 5, (base, now)
+        time.sleep(0.1)
+    took = time.monotonic() - closed_at
+    assert now["hub"]["queued"] == 0
+    # Nothing was published meanwhile: the watchers noticed the closed connections themselves.
+    assert newest_event(rt_database_url) == events_before
+    assert now["hub"]["lastEventId"] == base["hub"]["lastEventId"]
+    assert took < 5
+    print(f"500 streams opened in {opened_in:.1f}s, all let go {took:.1f}s after closing")
+    # The per-user stream leases went back too (not left to expire).
+    store = redis.Redis.from_url(rt_redis.url)
+    leases = sum(store.zcard(k) for k in store.scan_iter(match="trackopz:streams:*"))
+    assert leases == 0
+
+
+def _gunicorn_exit(env: dict, *args: str) -> tuple[int, str]:
+    proc = subprocess.Popen(
+        [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return -1, out
+    return proc.returncode, out
+
+
+def test_more_than_one_worker_without_redis_is_refused_at_start(rt_env):
+    env = {**os.environ, **rt_env, "PORT": str(free_port()), "WEB_CONCURRENCY": "2"}
+    env.pop("REDIS_URL", None)
+    for args in ((), ("--workers", "3")):
+        if args:
+            env["WEB_CONCURRENCY"] = "1"
+        code, out = _gunicorn_exit(env, *args)
+        assert code not in (0, -1), out
+        assert "set REDIS_URL" in out.replace("Set REDIS_URL", "set REDIS_URL"), out
