@@ -74,7 +74,11 @@ def stream():
     after = _last_event_id()
     sock = request.environ.get("gunicorn.socket")
     lease = streams.acquire()  # the per-user cap on open streams: 429 past it
-    client = hub.register(sock)  # first, so nothing committed from here on is missed
+    try:
+        client = hub.register(sock)  # first, so nothing committed from here on is missed
+    except Exception:
+        lease.release()
+        raise
     try:
         items, snapshot_id = dispatchable_snapshot()
         replay: list[tuple[int, bytes]] = []

@@ -208,6 +208,46 @@ def test_connected_clients_counts_the_clients_of_every_worker(hosts, http):
     assert settles_at(0)
 
 
+def _commit_unpublished_event(database_url: str, n: int) -> int:
+    """An event committed the way the outbox commits it, never published: what a worker
+    killed between its commit and its publish leaves behind."""
+    import psycopg
+
+    from app.realtime.outbox import EVENT_LOCK_KEY
+
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENT_LOCK_KEY,))
+        (event_id,) = conn.execute(
+            "INSERT INTO events (type, payload, created_at) VALUES "
+            "('machine_status_changed', %s, now() AT TIME ZONE 'utc') RETURNING id",
+            (f'{{"orphan": {n}}}',),
+        ).fetchone()
+    return event_id
+
+
+def test_an_event_its_worker_never_published_still_reaches_everyone(
+    hosts, shop, http, rt_database_url
+):
+    a, b = hosts
+    readers = spread(a, http, per_worker=1) + spread(b, http, per_worker=1)
+    try:
+        # Nothing follows it: the hubs find it when the channel has been quiet a while.
+        orphan = _commit_unpublished_event(rt_database_url, 1)
+        for r in readers:
+            assert r.wait_for(orphan, 10), f"{r.name} never got the orphan event {orphan}"
+        # Something follows it at once: the next published event shows the gap.
+        orphan = _commit_unpublished_event(rt_database_url, 2)
+        started = time.monotonic()
+        assert shop.toggle(shop.products[0]).status_code == 200
+        newest = newest_event(rt_database_url)
+        for r in readers:
+            assert r.wait_for(newest, 2), f"{r.name} stopped at {r.last_id}"
+        assert time.monotonic() - started < 2
+        assert_all_events_once_in_order(readers, rt_database_url, newest)
+    finally:
+        stop_readers(readers)
+
+
 def _post_until(stop: threading.Event, shop: Shop, hosts, statuses: list, lost: list) -> None:
     """Toggle products round-robin on both hosts until told to stop. A request that dies with
     its worker may or may not have committed (the database says): its retry may get a 409."""

@@ -1,0 +1,76 @@
+"""The hub in-process: a client that falls behind is let go, id gaps are filled from the table."""
+
+from __future__ import annotations
+
+from app.extensions import hub
+from app.models import Event, utcnow
+from app.realtime import hub as hub_module
+from tests.realtime.test_stream import Stream, event_ids
+
+
+def test_a_client_that_falls_behind_is_let_go_and_replays_on_reconnect(app, client, make, db):
+    app.config["SSE_CLIENT_QUEUE"] = 4
+    product, _, _ = make.live_product()
+    dropped = hub.dropped_slow
+    slow = Stream(client)
+    try:
+        (hello,) = slow.messages(1)
+        start = hello["json"]["data"]["lastEventId"]
+        for action in ("move_to_past", "reactivate"):  # 6 events, none read
+            assert make.action(product["id"], action).status_code == 200
+        assert hub.dropped_slow == dropped + 1
+        assert len(hub.clients) == 0  # its queue is gone at once
+        # What it had read stops; a reconnect from its last id gets everything.
+        remaining = b"".join(slow.chunks)
+        assert remaining == b""
+    finally:
+        slow.close()
+    again = Stream(client, headers={"Last-Event-ID": str(start)})
+    try:
+        again.messages(1)
+        assert [int(m["id"]) for m in again.messages(6)] == event_ids(db, after=start)
+    finally:
+        again.close()
+
+
+def test_a_gap_in_ids_is_filled_from_the_table_in_order(app, client, make, db, monkeypatch):
+    """Events committed but never published (a worker that died after its commit) are read
+    from the table when a later event shows the gap, in batches, before that event."""
+    monkeypatch.setattr(hub_module, "FILL_BATCH", 2)
+    product, _, _ = make.live_product()
+    fills = hub.gap_fills
+    stream = Stream(client)
+    try:
+        stream.messages(1)
+        for i in range(5):  # committed, never published
+            db.session.add(
+                Event(type="machine_status_changed", payload={"n": i}, created_at=utcnow())
+            )
+        db.session.commit()
+        unpublished = event_ids(db, after=hub.last_id)
+        assert make.action(product["id"], "move_to_past").status_code == 200
+        got = stream.messages(len(unpublished) + 3)
+        assert [int(m["id"]) for m in got] == event_ids(db, after=unpublished[0] - 1)
+        assert [m["json"]["data"] for m in got[:5]] == [{"n": i} for i in range(5)]
+        assert hub.gap_fills == fills + 1
+    finally:
+        stream.close()
+
+
+def test_repeated_and_old_ids_are_not_delivered_again(app, client, make, db):
+    product, _, _ = make.live_product()
+    stream = Stream(client)
+    try:
+        stream.messages(1)
+        assert make.action(product["id"], "move_to_past").status_code == 200
+        got = stream.messages(3)
+        last = int(got[-1]["id"])
+        # The relay's late copy of an event, and an old one, arrive on the channel.
+        hub.on_raw(b"%d|{}" % last)
+        hub.on_raw(b"%d|{}" % (last - 2))
+        hub.on_raw(b"not-an-id|{}")
+        assert hub.last_id == last
+        assert make.action(product["id"], "reactivate").status_code == 200
+        assert [int(m["id"]) for m in stream.messages(3)] == event_ids(db, after=last)
+    finally:
+        stream.close()
