@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import time
 from contextlib import contextmanager
 from datetime import datetime
@@ -63,6 +64,8 @@ def run(once: bool) -> None:
                 f"Sent {result.sent}, failed {result.failed} (will retry), gave up on {result.gave_up}."
             )
             return
+        if not os.environ.get("LOG_LEVEL"):  # a flask command logs WARNING and up; this one runs on
+            logging.getLogger("app.webhooks").setLevel(logging.INFO)
         log.info("webhook deliverer started")
         pruned_at = 0.0
         while True:

@@ -240,6 +240,14 @@ def _deliver_next(webhook_id: int, http, postgres: bool) -> tuple[str, datetime 
             outcome = FAILED
             wake_at = min(done + timedelta(seconds=backoff(delivery.attempts)), retry_until)
             delivery.status, delivery.next_attempt_at = "retrying", wake_at
+            log.info(
+                "webhook %s: event %s, attempt %s failed (%s); next try in %.1f s",
+                webhook_id,
+                event_id,
+                delivery.attempts,
+                error,
+                (wake_at - done).total_seconds(),
+            )
     db.session.commit()
     return outcome, wake_at
 
@@ -269,9 +277,17 @@ def _post(http, url, secret, body, event_id, event_type, attempt) -> tuple[int |
                 return code, None
             snippet = next(response.iter_content(MAX_RESPONSE_READ), b"")
     except requests.RequestException as err:
-        return None, f"{type(err).__name__}: {err}"
+        return None, _describe(err)
     text_ = snippet.decode("utf-8", "replace").strip().replace("\n", " ")
     return code, f"HTTP {code}" + (f": {text_[:200]}" if text_ else "")
+
+
+def _describe(err: requests.RequestException) -> str:
+    """'ConnectionError: Failed to establish a new connection: [Errno 111] Connection refused',
+    without urllib3's pool and retry wrappers around it."""
+    inner = err.args[0] if err.args else err
+    inner = getattr(inner, "reason", None) or inner
+    return f"{type(err).__name__}: {str(inner).split('): ', 1)[-1]}"
 
 
 def prune_log() -> int:
