@@ -107,6 +107,7 @@ class Config:
     # own every third of this): how long a crashed worker's streams keep counting. See
     # app/auth/streams.py.
     STREAM_LEASE_SECONDS = env_float("STREAM_LEASE_SECONDS", 60.0)
+    STREAMS_KEY_PREFIX = env_str("STREAMS_KEY_PREFIX", "trackopz:streams:")
     # Enough connections for the greenlets of one worker that touch the database at once;
     # streams hold none while they wait.
     DB_POOL_SIZE = env_int("DB_POOL_SIZE", 10)

@@ -8,7 +8,7 @@ stream ends (the generator's `finally`, or the error path before it):
     lease.release()             # idempotent
 
 With REDIS_URL, the count is shared by every worker and host: one sorted set per user,
-`trackopz:streams:<user id>`, whose members are the open streams (a random id each) scored with
+`trackopz:streams:<user id>` (STREAMS_KEY_PREFIX), whose members are the open streams (a random id each) scored with
 their expiry time on Redis's clock (one clock for every host). Taking a lease prunes the expired
 members, counts the rest and adds the new one in one Lua script, so two workers cannot both take
 the last slot. Giving it back removes the member.
@@ -80,13 +80,18 @@ class StreamLimitReached(TooManyRequests):
 class Lease:
     """One open stream's place in its user's count; `release()` gives it back (once)."""
 
-    __slots__ = ("user_id", "member", "shared", "_cap", "_forget", "__weakref__")
+    __slots__ = ("user_id", "member", "shared", "_cap", "_redis", "_forget", "__weakref__")
 
-    def __init__(self, cap: StreamCap | None, user_id: int | None, member: str, shared: bool):
+    def __init__(
+        self, cap: StreamCap | None, user_id: int | None, member: str, shared: bool, redis=None
+    ):
         self.user_id = user_id
         self.member = member
         self.shared = shared  # counted in Redis (else only in this process)
         self._cap = cap
+        # The client it was taken with: `release()` runs in the stream's generator, after the
+        # request's app context is gone, so it must not need `current_app`.
+        self._redis = redis
         # A stream whose generator never ran (so never reached its `finally`) is dropped without
         # a release: the finalizer forgets it here. No I/O in a finalizer: a Redis lease left
         # behind that way is no longer renewed and expires within STREAM_LEASE_SECONDS.
@@ -103,7 +108,7 @@ class Lease:
             return
         self._forget()
         if self.shared:
-            self._cap.remove_shared(self.user_id, self.member)
+            self._cap.remove_shared(self._redis, self.user_id, self.member)
 
 
 class StreamCap:
@@ -112,12 +117,16 @@ class StreamCap:
     def __init__(self, app):
         self.limit = int(app.config.get("STREAMS_PER_USER", 20))
         self.lease_seconds = float(app.config.get("STREAM_LEASE_SECONDS", 60))
+        self.prefix = app.config.get("STREAMS_KEY_PREFIX") or KEY_PREFIX
         self.local: dict[int, set[str]] = {}  # every lease this process holds, by user
         self.shared: dict[int, set[str]] = {}  # the ones counted in Redis, to renew
         self._lock = threading.Lock()
         self._renewer = None
         self._renewer_pid = None
         self._scripts = None
+
+    def key(self, user_id: int) -> str:
+        return f"{self.prefix}{user_id}"
 
     # --- the Redis client and its scripts -----------------------------------------------------
 
@@ -145,7 +154,7 @@ class StreamCap:
         if client is not None:
             try:
                 taken, value = self._script(client, "acquire")(
-                    keys=[f"{KEY_PREFIX}{user_id}"],
+                    keys=[self.key(user_id)],
                     args=[self.limit, self.lease_seconds, member],
                 )
             except Exception as err:  # noqa: BLE001 - Redis down: count in this process
@@ -155,7 +164,7 @@ class StreamCap:
                     self._refuse(retry_after=max(1, int(value)))
                 self._hold(user_id, member, shared=True)
                 self._ensure_renewer(client)
-                return Lease(self, user_id, member, shared=True)
+                return Lease(self, user_id, member, shared=True, redis=client)
         with self._lock:
             held = self.local.get(user_id)
             if held is not None and len(held) >= self.limit:
@@ -184,12 +193,9 @@ class StreamCap:
                 if not held:
                     books.pop(user_id, None)
 
-    def remove_shared(self, user_id: int, member: str) -> None:
-        client = self.redis()
-        if client is None:
-            return
+    def remove_shared(self, client, user_id: int, member: str) -> None:
         try:
-            client.zrem(f"{KEY_PREFIX}{user_id}", member)
+            client.zrem(self.key(user_id), member)
         except Exception as err:  # noqa: BLE001 - it expires on its own
             log.warning("stream cap: could not give a lease back (%s); it expires by itself", err)
 
@@ -198,9 +204,8 @@ class StreamCap:
         client = self.redis()
         if client is not None:
             try:
-                import time
-
-                return int(client.zcount(f"{KEY_PREFIX}{user_id}", time.time(), "+inf"))
+                seconds, micros = client.time()  # Redis's clock, as the scores
+                return int(client.zcount(self.key(user_id), seconds + micros / 1e6, "+inf"))
             except Exception:  # noqa: BLE001
                 pass
         return len(self.local.get(user_id, ()))
@@ -218,7 +223,7 @@ class StreamCap:
         for user_id, members in snapshot.items():
             if members:
                 renewed += int(
-                    script(keys=[f"{KEY_PREFIX}{user_id}"], args=[self.lease_seconds, *members])
+                    script(keys=[self.key(user_id)], args=[self.lease_seconds, *members])
                 )
         return renewed
 
