@@ -207,10 +207,9 @@ def redis_app(sqlite_url):
     app = create_app(TestConfig, SQLALCHEMY_DATABASE_URI=sqlite_url, REDIS_URL=url)
     user_id = 10**9 + secrets.randbelow(10**9)  # nobody else's set
     yield app, user_id
-    from app.auth.streams import KEY_PREFIX
     from app.extensions import broker
 
-    broker.redis.delete(f"{KEY_PREFIX}{user_id}")
+    broker.redis.delete(f"{app.config['STREAMS_KEY_PREFIX']}{user_id}")
     create_app(TestConfig, SQLALCHEMY_DATABASE_URI=sqlite_url)  # the broker back to in-process
 
 
@@ -237,6 +236,21 @@ def test_the_cap_is_shared_by_every_worker_through_redis(redis_app):
         for lease in leases:
             lease.release()
         assert one.open_streams(user_id) == 0
+
+
+def test_a_lease_is_given_back_outside_the_request(redis_app):
+    """The stream's generator ends after the request's app context is gone."""
+    from app.auth.streams import StreamCap
+
+    app, user_id = redis_app
+    app.config.update(STREAMS_PER_USER=1)
+    cap = StreamCap(app)
+    with app.test_request_context():
+        lease = cap.acquire(user_id)
+    lease.release()  # no app context here
+    with app.test_request_context():
+        assert cap.open_streams(user_id) == 0
+        cap.acquire(user_id).release()
 
 
 def test_leases_of_a_dead_worker_expire_and_live_ones_are_renewed(redis_app):
