@@ -53,8 +53,10 @@ check-migrations: $(VENV)/.installed
 seed: $(VENV)/.installed
 	$(BIN)/flask seed-demo
 
+# Benchmarks (issue 7): needs Postgres and Redis on 127.0.0.1; BENCH_ARGS="--quick" for a smoke run.
 bench: $(VENV)/.installed-dev
-	$(BIN)/python -m bench
+	$(BIN)/pip install --quiet -r bench/requirements.txt
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts

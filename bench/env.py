@@ -1,0 +1,219 @@
+"""Where the bench runs: its database, its Redis db, the app source, the machine, the HTTP session.
+
+Everything a scenario needs to know about the world lives here, so that a change of setup (a new
+sign-in layer, another Redis db) is one edit.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH_DIR = REPO / "bench"
+RESULTS_DIR = BENCH_DIR / "results"
+VENV_BIN = Path(sys.executable).parent
+FLASK_SSE_VENV = BENCH_DIR / ".venv-flask-sse"
+
+PG_HOST = os.environ.get("BENCH_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("BENCH_PG_PORT", "5432"))
+PG_USER = os.environ.get("BENCH_PG_USER", "postgres")
+BENCH_DB = os.environ.get("BENCH_DB", "trackopz_bench")
+REDIS_HOST = "127.0.0.1"
+REDIS_PORT = 6379
+# Keys live in this db index; pub/sub channels are server-wide, so ours carry a prefix too.
+REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "13"))
+REDIS_CHANNEL = "trackopz-bench:events"
+FLASK_SSE_CHANNEL = "trackopz-bench:flask-sse"
+
+
+def pg_url(dbname: str = BENCH_DB, driver: str = "postgresql") -> str:
+    return f"{driver}://{PG_USER}@{PG_HOST}:{PG_PORT}/{dbname}"
+
+
+def redis_url() -> str:
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
+
+
+def raise_nofile(want: int = 1_048_576) -> int:
+    """Raise RLIMIT_NOFILE as far as the hard limit allows; children (gunicorn) inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+# --- the app under test ---------------------------------------------------------------------
+
+
+@dataclass
+class Source:
+    """The TrackOPZ tree that is served: the work tree, or a clean export of a commit."""
+
+    root: Path
+    label: str
+    rev: str
+    dirty: bool = False
+
+    @property
+    def python(self) -> Path:
+        return VENV_BIN / "python"
+
+
+def git(*args: str, cwd: Path = REPO) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def resolve_source(spec: str, patches: list[str] | None = None) -> Source:
+    """The tree to serve, with `patches` (unified diffs, -p1) applied to a copy of it."""
+    src = _resolve_source(spec)
+    if not patches:
+        return src
+    import shutil
+
+    names = "+".join(Path(p).stem for p in patches)
+    dest = RESULTS_DIR / f"patched-{src.rev}-{names}"
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(
+        src.root, dest, ignore=shutil.ignore_patterns(".venv", ".git", "bench", "node_modules")
+    )
+    for p in patches:
+        subprocess.run(
+            ["patch", "-s", "-p1", "-d", str(dest), "-i", str(Path(p).resolve())], check=True
+        )
+    return Source(dest, f"{src.label} + {names}", src.rev, True)
+
+
+def _resolve_source(spec: str) -> Source:
+    """`tree` (the work tree as it is), `head` (git archive of HEAD), or a path to a tree."""
+    rev = git("rev-parse", "--short", "HEAD")
+    if spec == "tree":
+        dirty = bool(
+            git("status", "--porcelain", "--", "app", "migrations", "config.py", "wsgi.py")
+        )
+        return Source(
+            REPO, "work tree" + (" (uncommitted changes in app/)" if dirty else ""), rev, dirty
+        )
+    if spec == "head":
+        dest = RESULTS_DIR / f"src-{rev}"
+        import shutil
+
+        for old in [*RESULTS_DIR.glob("src-*"), *RESULTS_DIR.glob("patched-*")]:
+            if old != dest:
+                shutil.rmtree(old, ignore_errors=True)
+        if not (dest / "wsgi.py").exists():
+            dest.mkdir(parents=True, exist_ok=True)
+            archive = subprocess.run(
+                ["git", "archive", "HEAD"], cwd=REPO, capture_output=True, check=True
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+        return Source(dest, f"clean export of HEAD {rev}", rev)
+    path = Path(spec).resolve()
+    if not (path / "wsgi.py").exists():
+        raise SystemExit(f"--source {spec}: no wsgi.py there")
+    return Source(path, f"tree at {path}", rev, True)
+
+
+# --- the machine -------------------------------------------------------------------------------
+
+
+def machine_info() -> dict:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_kb = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    except OSError:
+        pass
+    pg = redis_v = "?"
+    try:
+        pg = subprocess.run(
+            ["psql", "-h", PG_HOST, "-U", PG_USER, "-Atc", "show server_version", "postgres"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except Exception:
+        pass
+    try:
+        import redis
+
+        redis_v = redis.Redis(host=REDIS_HOST, port=REDIS_PORT).info("server")["redis_version"]
+    except Exception:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "ramGiB": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "postgres": pg,
+        "redis": redis_v,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+# --- the HTTP session: every request the bench makes carries these headers -----------------
+
+
+@dataclass
+class Http:
+    """Base URL and headers; `auth()` fetches a token once the API asks for one (401)."""
+
+    base: str
+    headers: dict = field(default_factory=dict)
+
+    def auth(self, source: Source, env: dict) -> None:
+        """If the API answers 401, create a bench user and token with the app's CLI."""
+        import urllib.error
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(self.base + "/api/live-products/dispatchable", timeout=10)
+            return
+        except urllib.error.HTTPError as err:
+            if err.code not in (401, 403):
+                raise
+        self.headers["Authorization"] = "Bearer " + create_token(source, env)
+
+
+def create_token(source: Source, env: dict, user: str = "bench") -> str:
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(VENV_BIN / "flask"), "--app", "wsgi", *args],
+            cwd=source.root,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    out = cli("tokens", "create", "--user", user, "--name", "bench")
+    if out.returncode != 0:
+        cli("users", "create", user, "--role", "manager", "--password", "bench-password-123")
+        out = cli("tokens", "create", "--user", user, "--name", "bench")
+    if out.returncode != 0:
+        raise SystemExit(f"the API wants a token and the CLI would not make one:\n{out.stderr}")
+    return out.stdout.strip().splitlines()[-1].strip()
+
+
+def now() -> float:
+    return time.monotonic()
