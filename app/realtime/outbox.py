@@ -19,6 +19,7 @@ from datetime import datetime
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.common.schemas import iso
 from app.extensions import broker, db
@@ -63,8 +64,9 @@ def commit() -> list[tuple[int, str]]:
 
 
 def is_unavailable_error(err: BaseException) -> bool:
-    """A dropped or refused database connection: the client gets a 503, not a 500."""
-    if isinstance(err, OperationalError):
+    """A dropped or refused database connection, or none free in the pool in time (a burst the
+    worker cannot serve yet): the client gets a 503, not a 500."""
+    if isinstance(err, OperationalError | PoolTimeout):
         return True
     return isinstance(err, DBAPIError) and err.connection_invalidated
 

@@ -192,3 +192,20 @@ def test_publishes_while_redis_is_down_wait_and_go_out_in_order():
         gevent.sleep(0.05)
     assert [int(m.split("|")[0]) for m in fake.published] == list(range(1, 8))
     assert b.healthy
+
+
+def test_a_pool_timeout_is_a_503_not_a_500(app, client, monkeypatch):
+    """No connection free in time is an overload the client may retry, not a bug."""
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    from app.realtime.outbox import is_unavailable_error
+
+    assert is_unavailable_error(PoolTimeout("QueuePool limit of size 10 overflow 10 reached"))
+
+    def exhausted(*args, **kwargs):
+        raise PoolTimeout("QueuePool limit of size 10 overflow 10 reached")
+
+    monkeypatch.setattr(service, "dispatchable_rows", exhausted)
+    response = client.get("/api/live-products/dispatchable")
+    assert response.status_code == 503
+    assert response.get_json()["success"] is False
