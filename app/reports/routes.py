@@ -1,8 +1,9 @@
 import os
 
-from flask import Response, stream_with_context
+from flask import Response
 
 from app.analytics.schemas import DateRangeArgs
+from app.extensions import db
 from app.reports import bp, service
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -25,8 +26,8 @@ def download(args, kind, fmt):
         "X-Accel-Buffering": "no",
     }
     if fmt == "csv":
-        body = stream_with_context(service.csv_chunks(rep))
+        body = service.csv_chunks(rep, db.engine)
         return Response(body, mimetype="text/csv", headers=headers)
-    path = service.write_xlsx(rep)
+    path = service.write_xlsx(rep, db.engine)
     headers["Content-Length"] = str(os.path.getsize(path))
     return Response(service.file_chunks(path), mimetype=XLSX, headers=headers)

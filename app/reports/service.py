@@ -1,8 +1,8 @@
 """Reports: rows read through a server-side cursor and written out as they come.
 
 A query runs with `yield_per` (which turns on `stream_results`: a named cursor on Postgres,
-SQLite's own stepping cursor), so at most one batch of rows is in memory at a time, whatever the
-range. CSV goes out as it is written; XLSX is written row by row by openpyxl's write-only
+SQLite's own stepping cursor) on a connection of its own, so at most one batch of rows is in
+memory at a time, whatever the range. CSV goes out as it is written; XLSX is written row by row by openpyxl's write-only
 workbook (rows go to its temporary file, strings inline) into a temporary file, then sent from
 that file in chunks.
 """
@@ -18,11 +18,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import Select, select
+from sqlalchemy import Engine, Select, select
 
 from app.analytics.service import bounds
 from app.common.schemas import iso
-from app.extensions import db
 from app.models import Dispatch, Job, Machine, OperatorProductUpdate, Product, Transition
 
 BATCH_ROWS = 1000  # rows fetched from the cursor at a time
@@ -155,17 +154,22 @@ def report(kind: str, start: date, end: date) -> Report:
     return REPORTS[kind](*bounds(start, end))
 
 
-def rows(rep: Report) -> Iterator[tuple]:
-    """The report's rows through a server-side cursor, BATCH_ROWS at a time."""
-    result = db.session.execute(rep.query.execution_options(yield_per=BATCH_ROWS))
-    try:
-        for i, row in enumerate(result, start=1):
-            yield tuple(row)
-            if i % BATCH_ROWS == 0:
-                time.sleep(0)  # under gevent: let the worker's other greenlets run
-    finally:
-        result.close()
-        db.session.rollback()
+def rows(rep: Report, engine: Engine) -> Iterator[tuple]:
+    """The report's rows through a server-side cursor, BATCH_ROWS at a time.
+
+    A connection of its own, not the request's session: a streamed response outlives the
+    request's context, and the connection goes back to the pool when the rows end or the client
+    goes away (the generator is closed).
+    """
+    with engine.connect() as conn:
+        result = conn.execution_options(yield_per=BATCH_ROWS).execute(rep.query)
+        try:
+            for i, row in enumerate(result, start=1):
+                yield tuple(row)
+                if i % BATCH_ROWS == 0:
+                    time.sleep(0)  # under gevent: let the worker's other greenlets run
+        finally:
+            result.close()
 
 
 def _text(value):
@@ -175,13 +179,13 @@ def _text(value):
     return value
 
 
-def csv_chunks(rep: Report) -> Iterator[bytes]:
+def csv_chunks(rep: Report, engine: Engine) -> Iterator[bytes]:
     """The CSV (UTF-8 with a BOM, so spreadsheets read the names right), about 64 KB a chunk."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     buffer.write("\ufeff")
     writer.writerow(rep.headers)
-    for row in rows(rep):
+    for row in rows(rep, engine):
         writer.writerow([iso(v) if isinstance(v, datetime) else _text(v) for v in row])
         if buffer.tell() >= CSV_CHUNK_BYTES:
             yield buffer.getvalue().encode()
@@ -190,7 +194,7 @@ def csv_chunks(rep: Report) -> Iterator[bytes]:
     yield buffer.getvalue().encode()
 
 
-def write_xlsx(rep: Report) -> str:
+def write_xlsx(rep: Report, engine: Engine) -> str:
     """Write the report to a temporary .xlsx file and return its path (the caller removes it)."""
     from openpyxl import Workbook
     from openpyxl.cell import WriteOnlyCell
@@ -219,7 +223,7 @@ def write_xlsx(rep: Report) -> str:
     handle, path = tempfile.mkstemp(prefix=f"trackopz-{rep.name}-", suffix=".xlsx")
     os.close(handle)
     try:
-        for row in rows(rep):
+        for row in rows(rep, engine):
             sheet.append([cell(v) for v in row])
         workbook.save(path)
     except BaseException:

@@ -53,6 +53,12 @@ def _token(make: Factory) -> dict:
     return {"token": made.get_json()["token"]}
 
 
+def _webhook(make: Factory) -> dict:
+    made = make.client.post("/api/webhooks", json={"url": "https://example.com/w"})
+    assert made.status_code == 201, made.get_json()
+    return {"webhook": made.get_json()["webhook"]}
+
+
 def _lifecycle(action: str, **extra):
     def call(client, ctx):
         body = {"productId": ctx["product"]["id"], "action": action, **extra}
@@ -174,6 +180,29 @@ CASES = [
         ),
     ),
     Case(
+        "create webhook",
+        ("POST", "/api/webhooks"),
+        "manager",
+        lambda make: {},
+        lambda c, ctx: c.post("/api/webhooks", json={"url": "https://example.com/hook"}),
+    ),
+    Case(
+        "change webhook",
+        ("PATCH", "/api/webhooks/{webhook_id}"),
+        "manager",
+        lambda make: _webhook(make),
+        lambda c, ctx: c.patch(
+            f"/api/webhooks/{ctx['webhook']['id']}", json={"eventTypes": ["job_started"]}
+        ),
+    ),
+    Case(
+        "switch off webhook",
+        ("DELETE", "/api/webhooks/{webhook_id}"),
+        "manager",
+        lambda make: _webhook(make),
+        lambda c, ctx: c.delete(f"/api/webhooks/{ctx['webhook']['id']}"),
+    ),
+    Case(
         "create user",
         ("POST", "/api/users"),
         "manager",
@@ -199,8 +228,14 @@ CASES = [
     ),
 ]
 
-# Reads only managers may make: the users and the tokens.
-MANAGER_READS = {("GET", "/api/users"), ("GET", "/api/tokens")}
+# Reads only managers may make: the users, the tokens and the webhooks.
+MANAGER_READS = {
+    ("GET", "/api/users"),
+    ("GET", "/api/tokens"),
+    ("GET", "/api/webhooks"),
+    ("GET", "/api/webhooks/{webhook_id}"),
+    ("GET", "/api/webhooks/{webhook_id}/deliveries"),
+}
 STREAM = ("GET", "/api/live-products/dispatchable/stream")  # see test_limits.py
 
 
@@ -256,6 +291,9 @@ def test_every_read_needs_sign_in_and_any_role_may_read(app, client, role_client
         "machine_id": machine["id"],
         "job_id": job["id"],
         "token_id": token["id"],
+        "webhook_id": _webhook(make)["webhook"]["id"],
+        "kind": "transitions",
+        "fmt": "csv",
     }
     reads = sorted(op for op in _operations(client) if op[0] == "GET" and op != STREAM)
     assert len(reads) >= 15
@@ -294,8 +332,8 @@ def test_pages_redirect_anonymous_users_to_login_and_render_for_signed_in_ones(a
         assert location.startswith("/login?next="), (page, location)
         for client in (operator, role_clients["operator"], role_clients["manager"]):
             response = client.get(page, follow_redirects=True)
-            if page == "/tokens" and client is not role_clients["manager"]:
-                assert response.status_code == 403  # the token page is a manager's
+            if page in ("/tokens", "/webhooks") and client is not role_clients["manager"]:
+                assert response.status_code == 403  # the token and webhook pages are a manager's
             else:
                 assert response.status_code == 200, page
                 assert response.mimetype == "text/html"
