@@ -250,3 +250,38 @@ def test_batch_dispatch_rules(app, client, make):
     assert atomic.status_code == 409
     assert _count(app, Dispatch) == 0
     assert _state(client, a["id"]) == "ON"
+
+
+def test_concurrent_atomic_batches_in_opposite_orders_never_deadlock(app, client, make):
+    """Products (and machines) are locked in id order up front: two batches naming the same
+    products in opposite orders take turns; one applies, the other finds them past (409)."""
+    import threading
+
+    for _ in range(5):
+        a, b, c = _live_products(make, 3)
+        orders = [[a, b, c], [c, b, a]]
+        answers = []
+
+        def run(order, answers=answers):
+            response = client.post(
+                "/api/products/lifecycle/batch",
+                json={
+                    "atomic": True,
+                    "actions": [{"productId": p["id"], "action": "move_to_past"} for p in order],
+                },
+            )
+            answers.append(response.status_code)
+
+        threads = [threading.Thread(target=run, args=(order,)) for order in orders]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(answers) == [200, 409]
+        for p in (a, b, c):
+            assert _state(client, p["id"]) == "OFF"
+    with app.app_context():
+        moved = _db.session.scalar(
+            select(func.count()).select_from(Transition).where(Transition.action == "move_to_past")
+        )
+    assert moved == 15

@@ -372,3 +372,25 @@ def test_switched_off_webhooks_get_nothing_and_restart_at_the_head(fast, client,
     _deliver_until(app, lambda: len(receiver.requests) >= 1)
     assert json.loads(receiver.requests[0][1])["data"]["reason"] == "again"
     assert len(receiver.requests) == 1
+
+
+def test_the_delivery_log_keeps_its_retention(fast, client, make, receiver):
+    from datetime import timedelta
+
+    from app.models import utcnow
+    from app.webhooks.deliver import prune_log
+    from app.webhooks.models import WebhookDelivery
+
+    app = fast
+    receiver.start()
+    hook = _register(client, receiver.url, eventTypes=["job_started"])
+    make.live_product()
+    make.live_product()
+    _deliver_until(app, lambda: len(receiver.requests) >= 2)
+    with app.app_context():
+        old = _db.session.scalars(select(WebhookDelivery).order_by(WebhookDelivery.id)).first()
+        old.created_at = utcnow() - timedelta(days=31)
+        _db.session.commit()
+        assert prune_log() == 1
+    log = client.get(f"/api/webhooks/{hook['id']}/deliveries").get_json()["deliveries"]
+    assert len(log) == 1
