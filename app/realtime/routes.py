@@ -30,7 +30,7 @@ def _last_event_id() -> int | None:
     if raw is None or raw.strip() == "":
         return None
     raw = raw.strip()
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # "²".isdigit() is True
         raise InvalidInput("Last-Event-ID must be a whole number from an earlier event.")
     return int(raw)
 
