@@ -106,11 +106,6 @@ def _resolve_source(spec: str) -> Source:
         )
     if spec == "head":
         dest = RESULTS_DIR / f"src-{rev}"
-        import shutil
-
-        for old in [*RESULTS_DIR.glob("src-*"), *RESULTS_DIR.glob("patched-*")]:
-            if old != dest:
-                shutil.rmtree(old, ignore_errors=True)
         if not (dest / "wsgi.py").exists():
             dest.mkdir(parents=True, exist_ok=True)
             archive = subprocess.run(

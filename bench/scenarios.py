@@ -14,7 +14,7 @@ from bench import common, dataset, env, procs
 from bench.sse import Clients
 
 HOST = "127.0.0.1"
-CONNECT_RATE = 120  # TrackOPZ stream connects per second when building up N clients
+CONNECT_RATE = 100  # TrackOPZ stream connects per second when building up N clients
 
 
 def log(msg: str) -> None:
