@@ -48,7 +48,10 @@ class Ctx:
 
 
 def gen_procs(n: int) -> int:
-    return 1 if n <= 1000 else 2
+    """Generator processes: one up to 1,000 clients, two above (BENCH_GEN_PROCS overrides)."""
+    import os
+
+    return int(os.environ.get("BENCH_GEN_PROCS") or 0) or (1 if n <= 1000 else 2)
 
 
 # --- profiling ---------------------------------------------------------------------------------
