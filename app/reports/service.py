@@ -28,6 +28,7 @@ BATCH_ROWS = 1000  # rows fetched from the cursor at a time
 CSV_CHUNK_BYTES = 64 * 1024
 FILE_CHUNK_BYTES = 64 * 1024
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+SHEET_ROWS = 1_000_000  # data rows per XLSX sheet; Excel's limit is 1,048,576 rows
 
 
 @dataclass(frozen=True)
@@ -194,24 +195,31 @@ def csv_chunks(rep: Report, engine: Engine) -> Iterator[bytes]:
     yield buffer.getvalue().encode()
 
 
-def write_xlsx(rep: Report, engine: Engine) -> str:
-    """Write the report to a temporary .xlsx file and return its path (the caller removes it)."""
+def write_xlsx(rep: Report, engine: Engine, *, rows_per_sheet: int = SHEET_ROWS) -> str:
+    """Write the report to a temporary .xlsx file and return its path (the caller removes it).
+
+    A sheet holds at most `rows_per_sheet` rows (Excel stops at 1,048,576); more go on to
+    sheets named "<report> 2", "<report> 3", ...
+    """
     from openpyxl import Workbook
     from openpyxl.cell import WriteOnlyCell
     from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
     from openpyxl.styles import Font
 
     workbook = Workbook(write_only=True)
-    sheet = workbook.create_sheet(rep.name)
     bold = Font(bold=True)
-    header = []
-    for name in rep.headers:
-        cell = WriteOnlyCell(sheet, value=name)
-        cell.font = bold
-        header.append(cell)
-    sheet.append(header)
 
-    def cell(value):
+    def new_sheet(number: int):
+        sheet = workbook.create_sheet(rep.name if number == 1 else f"{rep.name} {number}")
+        header = []
+        for name in rep.headers:
+            title = WriteOnlyCell(sheet, value=name)
+            title.font = bold
+            header.append(title)
+        sheet.append(header)
+        return sheet
+
+    def cell(sheet, value):
         if isinstance(value, str):
             value = ILLEGAL_CHARACTERS_RE.sub("", value)
             if value.startswith("="):
@@ -223,8 +231,12 @@ def write_xlsx(rep: Report, engine: Engine) -> str:
     handle, path = tempfile.mkstemp(prefix=f"trackopz-{rep.name}-", suffix=".xlsx")
     os.close(handle)
     try:
-        for row in rows(rep, engine):
-            sheet.append([cell(v) for v in row])
+        sheets, sheet = 1, new_sheet(1)
+        for i, row in enumerate(rows(rep, engine)):
+            if i and i % rows_per_sheet == 0:
+                sheets += 1
+                sheet = new_sheet(sheets)
+            sheet.append([cell(sheet, v) for v in row])
         workbook.save(path)
     except BaseException:
         os.unlink(path)

@@ -164,3 +164,24 @@ def test_a_year_of_transitions_streams_in_flat_memory(app, client):
     print(
         f"streamed {size / 1e6:.1f} MB, {lines} lines in {elapsed:.1f} s; peak +{growth / 1e6:.2f} MB"
     )
+
+
+def test_xlsx_rows_go_on_to_further_sheets_past_the_limit(app, small_history):
+    from datetime import date
+
+    from openpyxl import load_workbook
+
+    from app.reports import service as reports
+
+    with app.app_context():
+        rep = reports.report("transitions", date(2026, 5, 1), date(2026, 5, 31))
+        path = reports.write_xlsx(rep, _db.engine, rows_per_sheet=1)
+    try:
+        book = load_workbook(path)
+        assert book.sheetnames == ["transitions", "transitions 2"]
+        assert [row[0].value for row in book["transitions 2"].iter_rows()][0] == "id"
+        assert book["transitions 2"].max_row == 2
+    finally:
+        import os
+
+        os.unlink(path)
