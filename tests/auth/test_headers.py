@@ -13,6 +13,12 @@ from tests.auth.conftest import cookie_client
 PAGES = ["/login", "/workpanel", "/dispatch", "/dashboard", "/tokens", "/api/docs"]
 
 
+@pytest.fixture(params=["sqlite"])
+def backend(request) -> str:
+    """Nothing here depends on the database: SQLite only, to keep the suite fast."""
+    return request.param
+
+
 def _csp(response) -> dict[str, list[str]]:
     policy = response.headers.get("Content-Security-Policy")
     assert policy, response.headers

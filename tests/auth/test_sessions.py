@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from app import create_app
 from config import TestConfig
 from tests.auth.conftest import PASSWORD, assert_envelope, cookie_client, csrf_of, sign_in, snapshot
@@ -30,14 +28,14 @@ def test_sign_in_with_the_right_password(app):
     assert "password" not in str(me).lower()
 
 
-@pytest.mark.parametrize("name,password", [("ana", "wrong password"), ("nobody", PASSWORD)])
-def test_sign_in_with_a_wrong_password_or_name(app, name, password):
+def test_sign_in_with_a_wrong_password_or_name(app):
     make_user(app, "ana", "operator", password=PASSWORD)
-    client = app.test_client()
-    response = sign_in(client, name, password)
-    assert response.status_code == 401
-    assert b"Wrong name or password." in response.data
-    assert_envelope(client.get("/api/me"), 401)
+    for name, password in [("ana", "wrong password"), ("nobody", PASSWORD), ("Ana", PASSWORD)]:
+        client = app.test_client()
+        response = sign_in(client, name, password)
+        assert response.status_code == 401
+        assert b"Wrong name or password." in response.data
+        assert_envelope(client.get("/api/me"), 401)
 
 
 def test_the_sign_in_form_needs_its_token(app):
@@ -49,22 +47,24 @@ def test_the_sign_in_form_needs_its_token(app):
     assert_envelope(client.get("/api/me"), 401)
 
 
-@pytest.mark.parametrize(
-    "target",
-    [
-        "https://evil.example/",
-        "//evil.example/",
-        "/\\evil.example/",
-        "\\\\evil.example",
-        "javascript:alert(1)",
-        "/\t/evil.example",
-    ],
-)
-def test_sign_in_never_redirects_to_another_site(app, target):
+OFFSITE = [
+    "https://evil.example/",
+    "//evil.example/",
+    "/\\evil.example/",  # browsers read it as //evil.example/
+    "\\\\evil.example",
+    "javascript:alert(1)",
+    "/\t/evil.example",  # browsers drop the tab
+    "/%5C%5Cevil.example",
+]
+
+
+def test_sign_in_never_redirects_to_another_site(app):
     make_user(app, "ana", "operator", password=PASSWORD)
-    response = sign_in(app.test_client(), "ana", next_url=target)
-    assert response.status_code == 302
-    assert response.headers["Location"] == "/", target
+    for target in OFFSITE:
+        response = sign_in(app.test_client(), "ana", next_url=target)
+        assert response.status_code == 302
+        location = response.headers["Location"]
+        assert location == "/" or (target.startswith("/%5C") and location == target), target
 
 
 def test_the_session_cookie_is_httponly_and_samesite_lax(app):

@@ -61,21 +61,21 @@ def test_a_token_for_an_unknown_user_is_a_404(client):
     assert_envelope(client.post("/api/tokens", json={"userName": "ghost", "name": "x"}), 404)
 
 
-@pytest.mark.parametrize(
-    "header",
-    [
-        "Bearer nope",
-        "Bearer tpz_" + "A" * 43,
-        "Bearer tpz_" + "A" * 400,
-        "Bearer ",
-        "bearer tpz_",
-        "Basic dXNlcjpwYXNz",
-        "Bearer tpz_' OR '1'='1",
-    ],
-)
-def test_a_bad_authorization_header_is_a_401(anon_client, header):
-    body = assert_envelope(anon_client.get("/api/me", headers={"Authorization": header}), 401)
-    assert "Traceback" not in body["error"]
+BAD_HEADERS = [
+    "Bearer nope",
+    "Bearer tpz_" + "A" * 43,
+    "Bearer tpz_" + "A" * 400,
+    "Bearer ",
+    "bearer tpz_",
+    "Basic dXNlcjpwYXNz",
+    "Bearer tpz_' OR '1'='1",
+]
+
+
+def test_a_bad_authorization_header_is_a_401(anon_client):
+    for header in BAD_HEADERS:
+        response = anon_client.get("/api/me", headers={"Authorization": header})
+        assert "Traceback" not in assert_envelope(response, 401)["error"]
 
 
 def test_a_bad_token_does_not_lock_out_the_public_paths(anon_client):
@@ -120,20 +120,18 @@ def test_users_create_with_the_cli(app, runner, anon_client, db):
     assert PASSWORD not in result.output
 
 
-@pytest.mark.parametrize(
-    "args,message",
-    [
+def test_users_create_refuses_a_bad_role_or_password(app, runner, db):
+    from app.models import User
+
+    for args, message in [
         (["ana", "--role", "admin", "--password", PASSWORD], "admin"),
         (["ana", "--role", "operator", "--password", "short"], "at least 8"),
         (["ana", "--password", PASSWORD], "--role"),
-    ],
-)
-def test_users_create_refuses_a_bad_role_or_password(app, runner, db, args, message):
-    from app.models import User
-
-    result = runner.invoke(args=["users", "create", *args])
-    assert result.exit_code != 0
-    assert message in result.output
+        (["  ", "--role", "operator", "--password", PASSWORD], "1 to 120 characters"),
+    ]:
+        result = runner.invoke(args=["users", "create", *args])
+        assert result.exit_code != 0, args
+        assert message in result.output, result.output
     assert db.session.scalar(db.select(db.func.count()).select_from(User)) == 0
 
 
