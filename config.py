@@ -57,10 +57,23 @@ def secret_key() -> str:
         return secrets.token_hex(32)
     INSTANCE_DIR.mkdir(exist_ok=True)
     path = INSTANCE_DIR / "secret_key"
-    if not path.exists():
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    try:
+        # Made readable by its owner only from the start, and by one process only: a second one
+        # starting at the same moment reads the first one's key rather than writing its own.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    for _ in range(50):  # the other process may be between its open and its write
+        key = path.read_text().strip()
+        if key:
+            return key
+        import time
+
+        time.sleep(0.01)
+    raise SystemExit(f"TrackOPZ: {path} is empty; delete it or set SECRET_KEY.")
 
 
 MISSING_SECRET = (

@@ -80,6 +80,35 @@ def test_sign_in_attempts_per_address_are_limited(app):
     assert sign_in(other, "ana").status_code == 302
 
 
+def test_behind_a_trusted_proxy_the_limit_is_per_client_address(database_url, app):
+    """nginx in front (TRUSTED_PROXIES=1): the address is the one nginx saw, X-Forwarded-For."""
+    proxied = create_app(
+        TestConfig,
+        SQLALCHEMY_DATABASE_URI=database_url,
+        TRUSTED_PROXIES=1,
+        LOGIN_RATE_LIMIT_PER_ADDRESS="2 per minute",
+    )
+    make_user(proxied, "ana", "operator", password=PASSWORD)
+    attacker = _from(proxied, "127.0.0.1")  # every request comes from nginx
+    attacker.environ_base["HTTP_X_FORWARDED_FOR"] = "203.0.113.9"
+    for name in ("a1", "a2"):
+        assert sign_in(attacker, name, "guess").status_code == 401
+    assert sign_in(attacker, "a3", "guess").status_code == 429
+    other = _from(proxied, "127.0.0.1")
+    other.environ_base["HTTP_X_FORWARDED_FOR"] = "198.51.100.7"
+    assert sign_in(other, "ana").status_code == 302
+
+
+def test_without_a_trusted_proxy_x_forwarded_for_changes_nothing(app):
+    """Else an attacker would dodge the per-address limit with a new made-up address each time."""
+    app.config["LOGIN_RATE_LIMIT_PER_ADDRESS"] = "2 per minute"
+    attacker = _from(app, "203.0.113.9")
+    for i, name in enumerate(("a1", "a2", "a3")):
+        attacker.environ_base["HTTP_X_FORWARDED_FOR"] = f"10.9.9.{i}"
+        status = sign_in(attacker, name, "guess").status_code
+        assert status == (429 if i == 2 else 401)
+
+
 # --- writes per token -------------------------------------------------------------------------
 
 
