@@ -34,22 +34,6 @@ def app(app):
     broker.init_app(app, hub)
     yield app
     hub.stop()
-    _break_the_product_job_cycle(app)
-
-
-def _break_the_product_job_cycle(app) -> None:
-    """products.latest_job_id and jobs.product_id point at each other; the suite's table
-    emptying on SQLite deletes jobs first with foreign keys on (its PRAGMA runs inside a
-    transaction, where SQLite ignores it). Unlink them so the next test's setup can empty."""
-    from sqlalchemy import text
-
-    from app.extensions import db
-
-    with app.app_context():
-        if db.engine.dialect.name == "sqlite":
-            db.session.execute(text("UPDATE products SET latest_job_id = NULL"))
-            db.session.commit()
-        db.session.remove()
 
 
 # --- real processes --------------------------------------------------------------------------
