@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 
 import requests
 from flask import current_app
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 
 from app.common.schemas import iso
 from app.extensions import db
@@ -169,7 +169,7 @@ def _deliver_next(webhook_id: int, http, postgres: bool) -> tuple[str, datetime 
     event, head = _next_event(webhook)
     if event is None:
         if head > webhook.last_event_id:
-            webhook.last_event_id = head  # nothing of its types up to the head
+            _advance(webhook_id, head)  # nothing of its types up to the head
             db.session.commit()
         else:
             db.session.rollback()
@@ -221,14 +221,14 @@ def _deliver_next(webhook_id: int, http, postgres: bool) -> tuple[str, datetime 
         outcome = SENT
         delivery.status, delivery.last_error = "delivered", None
         delivery.delivered_at, delivery.next_attempt_at = done, None
-        webhook.last_event_id = event_id
+        _advance(webhook_id, event_id)
     else:
         delivery.last_error = error[:500]
         retry_until = event_time + timedelta(seconds=current_app.config["WEBHOOK_RETRY_SECONDS"])
         if done >= retry_until:
             outcome = GAVE_UP
             delivery.status, delivery.next_attempt_at = "failed", None
-            webhook.last_event_id = event_id
+            _advance(webhook_id, event_id)
             log.warning(
                 "webhook %s: gave up on event %s after %s attempt(s): %s",
                 webhook_id,
@@ -250,6 +250,16 @@ def _deliver_next(webhook_id: int, http, postgres: bool) -> tuple[str, datetime 
             )
     db.session.commit()
     return outcome, wake_at
+
+
+def _advance(webhook_id: int, event_id: int) -> None:
+    """Move the cursor forward, never back: switched off and on again meanwhile, the webhook
+    starts at the head of that moment, which an older delivery must not undo."""
+    db.session.execute(
+        update(Webhook)
+        .where(Webhook.id == webhook_id, Webhook.last_event_id < event_id)
+        .values(last_event_id=event_id)
+    )
 
 
 def _post(http, url, secret, body, event_id, event_type, attempt) -> tuple[int | None, str | None]:
