@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import click
 from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import delete, func, select
 
 from app.extensions import db
@@ -19,14 +20,22 @@ def register(app: Flask) -> None:
 
 
 @click.command("seed-demo")
-def seed_demo():
+@click.option(
+    "--products",
+    type=click.IntRange(3, 10_000),
+    default=24,
+    show_default=True,
+    help="How many products to put on the line.",
+)
+@with_appcontext
+def seed_demo(products):
     """Load the demo factory into an empty database."""
     from app import demo
 
     if demo.has_no_users():
         demo.load_users()
     if demo.is_empty():
-        counts = demo.load()
+        counts = demo.load(products=products)
         click.echo(
             "Loaded the demo factory: {products} products ({live} live, {dispatched} dispatched, "
             "{past} moved to past) on 12 machines.".format(**counts)
@@ -39,7 +48,7 @@ def seed_demo():
             click.echo(f"  {name:<8} {role}")
 
 
-@click.group()
+@click.group(cls=AppGroup)
 def events():
     """The event log the stream replays from."""
 
@@ -64,7 +73,7 @@ def prune(days):
     click.echo(f"Pruned {removed} event(s) older than {days} day(s); {keys} idempotency key(s).")
 
 
-@click.group()
+@click.group(cls=AppGroup)
 def users():
     """Users who sign in."""
 
@@ -91,7 +100,7 @@ def create_user(name, role, password):
     click.echo(f"Created {user.role} {user.name}.")
 
 
-@click.group()
+@click.group(cls=AppGroup)
 def tokens():
     """API tokens for scripts and other services."""
 

@@ -97,10 +97,28 @@ def is_empty() -> bool:
     return not db.session.scalar(select(func.count()).select_from(Product))
 
 
-def load(seed: int = 7) -> dict:
+def _plan(products: int) -> list[str]:
+    """What becomes of each product, oldest first: the older half goes the whole route (most of
+    them dispatched, one still at the end of the line, a few cancelled), the newer half is live
+    somewhere along it. 24 products: 9 dispatched, 1 live at RFD, 2 cancelled, 12 on the way."""
+    full = max(2, products // 2)
+    past = max(1, products // 12)
+    dispatched = max(1, full - past - 1)
+    waiting = full - dispatched - past
+    return (
+        ["dispatch"] * dispatched
+        + ["live"] * waiting
+        + ["past"] * past
+        + ["partial"] * (products - full)
+    )
+
+
+def load(seed: int = 7, products: int = len(PRODUCTS)) -> dict:
     """Write the demo factory through the lifecycle service, on a clock set in the past."""
     rng = random.Random(seed)
     start = utcnow() - timedelta(days=14)
+    # Products arrive over ten days, so the newest have time to move before now.
+    spacing = timedelta(days=10) / products
     clock = [start]
 
     def tick(minutes: float) -> None:
@@ -111,14 +129,17 @@ def load(seed: int = 7) -> dict:
     try:
         machines = {code: service.create_machine(name=name, code=code) for name, code in MACHINES}
         counts = {"products": 0, "dispatched": 0, "past": 0, "live": 0}
-        for index, (name, description) in enumerate(PRODUCTS):
-            clock[0] = start + timedelta(hours=index * 13 + rng.randint(0, 6))
+        for index, fate in enumerate(_plan(products)):
+            name, description = PRODUCTS[index % len(PRODUCTS)]
+            if index >= len(PRODUCTS):
+                name = f"{name} {index // len(PRODUCTS) + 1}"
+            clock[0] = start + spacing * index + timedelta(hours=rng.randint(0, 6))
             tick(0)
             code = f"TRK-{1001 + index}"
             product = service.create_product(name=name, code=code, description=description)
             counts["products"] += 1
             # Older products got further along; the newest are still early in their route.
-            depth = len(ROUTE) if index < 12 else rng.randint(1, len(ROUTE) - 1)
+            depth = rng.randint(1, len(ROUTE) - 1) if fate == "partial" else len(ROUTE)
             planned = rng.choice([50, 80, 100, 120, 200])
             for stage, codes in ROUTE[:depth]:
                 operator = rng.choice(OPERATORS)
@@ -140,7 +161,7 @@ def load(seed: int = 7) -> dict:
                         note=rng.choice([None, None, "first-off approved", "tool changed"]),
                     )
                 tick(rng.randint(30, 240))
-            if index < 9:
+            if fate == "dispatch":
                 service.dispatch(
                     product_id=product.id,
                     destination=rng.choice(DESTINATIONS),
@@ -148,7 +169,7 @@ def load(seed: int = 7) -> dict:
                     actor="dispatch-desk",
                 )
                 counts["dispatched"] += 1
-            elif index in (10, 11):
+            elif fate == "past":
                 service.change_state(
                     product_id=product.id,
                     action="move_to_past",

@@ -1,5 +1,7 @@
 """flask-smorest, told to answer validation errors with 400 as the contract says (not 422)."""
 
+import json
+
 from flask import g
 from flask_smorest import Blueprint as SmorestBlueprint
 from webargs.flaskparser import FlaskParser
@@ -7,6 +9,13 @@ from webargs.flaskparser import FlaskParser
 
 class Parser(FlaskParser):
     DEFAULT_VALIDATION_STATUS = 400
+
+    def _raw_load_json(self, req):
+        """A body nested too deep for the decoder is invalid JSON (a 400), not a RecursionError."""
+        try:
+            return super()._raw_load_json(req)
+        except RecursionError:
+            raise json.JSONDecodeError("The JSON is nested too deeply.", "", 0) from None
 
 
 class Blueprint(SmorestBlueprint):

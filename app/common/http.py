@@ -44,6 +44,14 @@ def _fingerprint() -> str:
     return digest.hexdigest()
 
 
+def _begin_write() -> None:
+    """A fresh write transaction, IMMEDIATE on SQLite: there a transaction that reads and then
+    writes fails at once with "database is locked" if another writer committed in between (the
+    sign-in's token lookup reads first), so concurrent keyed writes answered 503."""
+    db.session.rollback()
+    db.session.connection(execution_options={"sqlite_immediate": True})
+
+
 def idempotency_before() -> Response | None:
     """Replay the stored first response of a repeated Idempotency-Key."""
     key = request.headers.get("Idempotency-Key")
@@ -55,6 +63,7 @@ def idempotency_before() -> Response | None:
     user = g.get("user")
     key = f"{user.id if user is not None else '-'}:{key}"  # one user's key never replays another's
     fingerprint = _fingerprint()
+    _begin_write()
     db.session.add(IdempotencyRecord(key=key, fingerprint=fingerprint))
     try:
         db.session.commit()
@@ -83,7 +92,7 @@ def idempotency_after(response: Response) -> Response:
     key = g.pop("idempotency_key", None)
     if key is None:
         return response
-    db.session.rollback()
+    _begin_write()
     record = db.session.get(IdempotencyRecord, key)
     if record is not None:
         if response.status_code >= 500:
@@ -105,8 +114,12 @@ def prune_idempotency_keys() -> int:
 
 
 def not_modified(etag: str) -> Response | None:
-    """A 304 when the client's If-None-Match names the current ETag."""
-    if etag in request.if_none_match:
+    """A 304 when the client's If-None-Match names the current ETag.
+
+    Compared weakly, as RFC 9110 says for If-None-Match: a proxy that compresses the body (nginx
+    with gzip) hands the client W/"..." and the client sends that back.
+    """
+    if request.if_none_match.contains_weak(etag):
         response = Response(status=304)
         response.set_etag(etag)
         return response
@@ -136,11 +149,18 @@ class IdConverter(IntegerConverter):
     overflow in the driver and a 500. (A 404 raised here, rather than a failed match, which
     werkzeug would answer with a 405 when a rule with the same path has other methods.)"""
 
-    def to_python(self, value: str) -> int:
-        number = super().to_python(value)
-        if number > MAX_ID:
-            from werkzeug.exceptions import NotFound
+    def __init__(self, map, *args, **kwargs):
+        kwargs.setdefault("min", 1)  # what the OpenAPI document says; to_python enforces it
+        kwargs.setdefault("max", MAX_ID)
+        super().__init__(map, *args, **kwargs)
 
+    def to_python(self, value: str) -> int:
+        from werkzeug.exceptions import NotFound
+
+        if len(value) > len(str(MAX_ID)):  # and int() refuses a string of 4,301 digits or more
+            raise NotFound()
+        number = int(value)
+        if not self.min <= number <= self.max:
             raise NotFound()
         return number
 

@@ -57,9 +57,14 @@ class Count(fields.Integer):
 
 
 class Text(fields.String):
-    """A trimmed string with a length cap, and no NUL character (Postgres cannot store one)."""
+    """A trimmed string with a length cap, and only characters a database can store: no NUL
+    (Postgres refuses it) and no unpaired surrogate ("\\ud800" is valid JSON, but neither
+    database can encode it: the driver raises UnicodeEncodeError, a 500)."""
 
-    default_error_messages = {"nul": "Must not contain a NUL character."}
+    default_error_messages = {
+        "nul": "Must not contain a NUL character.",
+        "surrogate": "Must not contain an unpaired surrogate (not valid Unicode text).",
+    }
 
     def __init__(self, *, max_length: int = 200, min_length: int = 0, **kwargs):
         kwargs.setdefault("validate", validate.Length(min=min_length, max=max_length))
@@ -69,7 +74,17 @@ class Text(fields.String):
         value = super()._deserialize(value, attr, data, **kwargs)
         if value is not None and "\x00" in value:
             raise self.make_error("nul")
+        if value is not None and not value.isascii() and _has_surrogate(value):
+            raise self.make_error("surrogate")
         return value.strip() if value is not None else None
+
+
+def _has_surrogate(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 class UTCDateTime(fields.DateTime):
@@ -93,7 +108,10 @@ def decode_cursor(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, value = raw.split(":", 1)
-        if prefix != "id" or not value.isdigit() or int(value) > MAX_ID:
+        # ASCII digits only (str.isdigit() also says yes to "٣" and "²"), and an id we gave out
+        if prefix != "id" or not value.isascii() or not value.isdigit():
+            raise ValueError
+        if not 1 <= int(value) <= MAX_ID:
             raise ValueError
         return int(value)
     except (ValueError, UnicodeDecodeError):

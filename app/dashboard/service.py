@@ -20,10 +20,26 @@ def _start_of_today() -> datetime:
 
 
 def etag() -> str:
-    """Changes with every event, every new product or machine, and at midnight UTC."""
-    products = db.session.scalar(select(func.coalesce(func.max(Product.id), 0)))
-    machines = db.session.scalar(select(func.coalesce(func.max(Machine.id), 0)))
-    return f"ev-{last_event_id()}-p{products}-m{machines}-{utcnow().date().isoformat()}"
+    """Changes with every event, every new product, every new or edited machine (a rename sends
+    no event), and at midnight UTC. One statement; the machines are a shop floor, not a log."""
+    products, machines, machine_edit = db.session.execute(
+        select(
+            select(func.coalesce(func.max(Product.id), 0)).scalar_subquery(),
+            select(func.coalesce(func.max(Machine.id), 0)).scalar_subquery(),
+            select(func.max(Machine.updated_at)).scalar_subquery(),
+        )
+    ).one()
+    day = utcnow().date().isoformat()
+    return f"ev-{last_event_id()}-p{products}-m{machines}.{_stamp(machine_edit)}-{day}"
+
+
+def _stamp(value) -> str:
+    """A timestamp as a short token (SQLite may hand back a string, Postgres a datetime)."""
+    if value is None:
+        return "0"
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return f"{value:%Y%m%d%H%M%S%f}"
 
 
 def _past_products() -> list[dict]:

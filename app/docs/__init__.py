@@ -7,7 +7,13 @@ from flask import Blueprint, render_template, send_from_directory
 
 ASSETS = Path(swagger_ui_bundle.swagger_ui_path)
 
-bp = Blueprint("docs", __name__, template_folder="templates", static_folder="static")
+bp = Blueprint(
+    "docs",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/api/docs/static",  # "/static" is the app's own: this file was never found
+)
 
 
 @bp.get("/api/docs")

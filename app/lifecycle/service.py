@@ -15,6 +15,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from app.common.schemas import MAX_ID
 from app.errors import Conflict, InvalidInput, NotFound
 from app.extensions import db
 from app.models import (
@@ -506,6 +507,12 @@ def log_update(
     db.session.refresh(job)
     if job.state != ON:
         raise Conflict(f"Job {job.id} is OFF; output can only be logged against a running job.")
+    if (job.quantity_produced or 0) + quantity > MAX_ID:
+        raise InvalidInput(
+            f"Job {job.id} has {job.quantity_produced} logged; {quantity} more would pass the "
+            f"largest total a job can hold ({MAX_ID}).",
+            details={"quantity": f"At most {MAX_ID - (job.quantity_produced or 0)} for this job."},
+        )
     update = OperatorProductUpdate(
         job_id=job.id,
         product_id=product.id,

@@ -1,0 +1,137 @@
+"""Concurrent writes on one product serialize (Postgres: SELECT ... FOR UPDATE on the product).
+
+Twenty threads, each with a test client of its own signed in as the `client` fixture is, are
+lined up on a barrier and fire together at the real Postgres.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+
+from tests.api.conftest import ok
+
+N = 20
+
+
+@pytest.fixture
+def pg_only(backend):
+    if backend == "sqlite":
+        pytest.skip("concurrency is tested on Postgres; SQLite serializes every writer anyway")
+
+
+def clone(app, client):
+    """A new test client sending what `client` sends (its sign-in)."""
+    twin = app.test_client()
+    twin.environ_base.update(client.environ_base)
+    for cookie in client._cookies.values():
+        twin._cookies[(cookie.domain, cookie.path, cookie.key)] = cookie
+    return twin
+
+
+def fire(app, client, requests) -> list:
+    """Send each request from its own thread, all at once; the responses, in order."""
+    barrier = threading.Barrier(len(requests))
+    results: list = [None] * len(requests)
+    clients = [clone(app, client) for _ in requests]
+
+    def run(i, request):
+        barrier.wait()
+        try:
+            results[i] = request(clients[i])
+        except Exception as err:  # noqa: BLE001 - reported below, with its thread
+            results[i] = err
+
+    threads = [threading.Thread(target=run, args=(i, r)) for i, r in enumerate(requests)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "a request hung"
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert not errors, errors
+    return results
+
+
+def codes(responses) -> Counter:
+    return Counter(r.status_code for r in responses)
+
+
+def test_twenty_move_to_past_at_once_one_wins(app, client, make, count, pg_only):
+    product, _, job = make.live_product()
+    body = {"productId": product["id"], "action": "move_to_past"}
+    responses = fire(app, client, [lambda c: c.post("/api/products/lifecycle", json=body)] * N)
+    assert codes(responses) == {200: 1, 409: N - 1}, [r.get_json() for r in responses]
+    assert count("transitions", "action = 'move_to_past'") == 1
+    assert count("events", "type = 'product_moved_to_past'") == 1
+    assert ok(client.get(f"/api/jobs/{job['id']}"))["job"]["state"] == "OFF"
+
+
+def test_twenty_identical_job_starts_at_once_one_wins(app, client, make, count, pg_only):
+    product, machine = make.product(), make.machine()
+    body = {"productId": product["id"], "machineId": machine["id"], "stage": "Cutting"}
+    responses = fire(app, client, [lambda c: c.post("/api/jobs", json=body)] * N)
+    assert codes(responses) == {201: 1, 409: N - 1}, [r.get_json() for r in responses]
+    assert count("jobs", "product_id = :p AND state = 'ON'", p=product["id"]) == 1
+    assert count("jobs") == 1
+    assert count("events", "type = 'job_started'") == 1
+
+
+def test_twenty_next_stages_at_once_leave_one_job_on(app, client, make, count, pg_only):
+    """Different stages: all may start, one after another, and exactly one stays ON."""
+    product, machine, _ = make.live_product()
+    requests = [
+        lambda c, i=i: c.post(
+            "/api/jobs",
+            json={"productId": product["id"], "machineId": machine["id"], "stage": f"op {i}"},
+        )
+        for i in range(N)
+    ]
+    responses = fire(app, client, requests)
+    assert codes(responses) == {201: N}
+    assert count("jobs", "product_id = :p AND state = 'ON'", p=product["id"]) == 1
+    assert count("jobs", "product_id = :p", p=product["id"]) == N + 1
+    latest = ok(client.get(f"/api/products/{product['id']}"))["product"]["latestJobId"]
+    assert count("jobs", "id = :j AND state = 'ON'", j=latest) == 1
+
+
+def test_twenty_dispatches_at_once_record_one_dispatch(app, client, make, count, pg_only):
+    product, _, _ = make.live_product()
+    body = {"productId": product["id"], "destination": "Export Bay 3"}
+    responses = fire(
+        app, client, [lambda c: c.post("/api/live-products/dispatchable", json=body)] * N
+    )
+    assert codes(responses) == {200: 1, 409: N - 1}
+    assert count("dispatches") == 1
+    assert count("transitions", "reason = 'dispatched'") == 1
+
+
+def test_twenty_operator_updates_at_once_all_count(app, client, make, pg_only):
+    _, _, job = make.live_product()
+    url = f"/api/jobs/{job['id']}/updates"
+    responses = fire(
+        app, client, [lambda c: c.post(url, json={"operator": "a", "quantity": 2})] * N
+    )
+    assert codes(responses) == {201: N}
+    assert ok(client.get(f"/api/jobs/{job['id']}"))["job"]["quantityProduced"] == 2 * N
+
+
+def test_one_idempotency_key_sent_twenty_times_at_once_writes_once(app, client, make, count):
+    """On both backends: the embedded default serves greenlets side by side on one SQLite file,
+    and a key's bookkeeping must not trip over SQLite's "database is locked" there (it did)."""
+    product, _, _ = make.live_product()
+    body = {"productId": product["id"], "action": "move_to_past"}
+    headers = {"Idempotency-Key": "all-at-once"}
+    responses = fire(
+        app,
+        client,
+        [lambda c: c.post("/api/products/lifecycle", json=body, headers=headers)] * N,
+    )
+    by_code = codes(responses)
+    assert by_code[200] >= 1 and set(by_code) <= {200, 409}, by_code
+    # 409s say "still being processed"; every 200 is the same first answer
+    bodies = {r.get_data() for r in responses if r.status_code == 200}
+    assert len(bodies) == 1
+    assert count("transitions", "action = 'move_to_past'") == 1

@@ -1,0 +1,204 @@
+"""The dispatchable list, dispatching, and the ETag that makes polling the list cheap."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.api.conftest import assert_error, is_iso_z, ok
+
+ITEM_FIELDS = {
+    "id",
+    "name",
+    "code",
+    "process",
+    "machineId",
+    "jobId",
+    "stage",
+    "status",
+    "createdAt",
+    "quantityProduced",
+}
+DISPATCH_FIELDS = {
+    "id",
+    "productId",
+    "jobId",
+    "quantity",
+    "destination",
+    "notes",
+    "dispatchedBy",
+    "createdAt",
+}
+URL = "/api/live-products/dispatchable"
+
+
+def test_dispatchable_lists_live_products_only_with_the_contract_fields(client, make):
+    live, machine, job = make.live_product(name="Pinion 18T")
+    ok(client.post(f"/api/jobs/{job['id']}/updates", json={"operator": "a", "quantity": 12}), 201)
+    past, _, _ = make.live_product()
+    ok(make.action(past["id"], "move_to_past"))
+    make.product()  # never started
+
+    body = ok(client.get(URL))
+    assert body["count"] == 1
+    (item,) = body["dispatchableProducts"]
+    assert ITEM_FIELDS <= set(item)
+    assert (item["id"], item["name"], item["code"]) == (live["id"], "Pinion 18T", live["code"])
+    assert (item["process"], item["machineId"]) == (machine["name"], machine["id"])
+    assert (item["jobId"], item["stage"], item["status"]) == (job["id"], job["stage"], "ON")
+    assert item["createdAt"] == job["createdAt"] and is_iso_z(item["createdAt"])
+    assert item["quantityProduced"] == 12
+
+
+def test_dispatch_records_a_dispatch_and_moves_the_product_to_past(client, make, count):
+    product, machine, job = make.live_product()
+    ok(client.post(f"/api/jobs/{job['id']}/updates", json={"operator": "a", "quantity": 25}), 201)
+    body = ok(
+        client.post(
+            URL,
+            json={
+                "productId": product["id"],
+                "destination": "Pune Assembly Plant",
+                "notes": "two crates",
+            },
+        )
+    )
+    assert (body["action"], body["reason"]) == ("move_to_past", "dispatched")
+    assert (body["previousState"], body["newState"]) == ("ON", "OFF")
+    assert body["transition"]["reason"] == "dispatched"
+    assert body["lifecycle"]["currentState"] == "OFF"
+    dispatch = body["dispatch"]
+    assert DISPATCH_FIELDS <= set(dispatch)
+    assert (dispatch["productId"], dispatch["jobId"]) == (product["id"], job["id"])
+    assert dispatch["quantity"] == 25  # defaults to what the job produced
+    assert (dispatch["destination"], dispatch["notes"]) == ("Pune Assembly Plant", "two crates")
+    assert dispatch["dispatchedBy"] == body["transition"]["actor"]
+    assert is_iso_z(dispatch["createdAt"])
+
+    assert ok(client.get(URL))["count"] == 0
+    assert ok(client.get(f"/api/jobs/{job['id']}"))["job"]["state"] == "OFF"
+    assert ok(client.get(f"/api/machines/{machine['id']}"))["machine"]["status"] == "idle"
+    assert ok(client.get(f"/api/dispatches?productId={product['id']}"))["dispatches"] == [dispatch]
+    assert count("dispatches") == 1
+    assert count("transitions", "action = 'move_to_past' AND reason = 'dispatched'") == 1
+
+
+def test_dispatch_with_a_quantity_and_the_latest_job_id(client, make):
+    product, _, job = make.live_product()
+    body = ok(
+        client.post(URL, json={"productId": product["id"], "jobId": job["id"], "quantity": 8})
+    )
+    assert body["dispatch"]["quantity"] == 8
+
+
+def test_a_second_dispatch_is_409_and_writes_nothing(client, make, dump):
+    product, _, _ = make.live_product()
+    ok(client.post(URL, json={"productId": product["id"]}))
+    before = dump()
+    assert_error(client.post(URL, json={"productId": product["id"]}), 409)
+    assert dump() == before
+
+
+def test_dispatch_errors(client, make, dump):
+    product, _, first = make.live_product()
+    make.job(product["id"], make.machine()["id"])
+    never = make.product()
+    before = dump()
+    assert_error(client.post(URL, json={"productId": product["id"], "jobId": first["id"]}), 409)
+    assert_error(client.post(URL, json={"productId": never["id"]}), 409)
+    assert_error(client.post(URL, json={"productId": 99999}), 404)
+    assert_error(client.post(URL, json={}), 400, field="productId")
+    assert_error(client.post(URL, json={"productId": product["id"], "quantity": 0}), 400)
+    assert_error(client.post(URL, json={"productId": product["id"], "reason": "x"}), 400)
+    assert dump() == before
+
+
+def test_a_reactivated_product_may_be_dispatched_again(client, make, count):
+    product, _, _ = make.live_product()
+    ok(client.post(URL, json={"productId": product["id"]}))
+    ok(make.action(product["id"], "reactivate", reason="returned for rework"))
+    ok(client.post(URL, json={"productId": product["id"]}))
+    assert count("dispatches", "product_id = :p", p=product["id"]) == 2
+
+
+# --- ETag -----------------------------------------------------------------------------------
+
+
+def etag_of(client, url) -> str:
+    response = client.get(url)
+    assert response.status_code == 200
+    assert response.headers.get("ETag"), "no ETag"
+    return response.headers["ETag"]
+
+
+def assert_not_modified(client, url, etag, *, sent=None):
+    response = client.get(url, headers={"If-None-Match": sent or etag})
+    assert response.status_code == 304, response.get_data(as_text=True)[:300]
+    assert response.get_data() == b""
+    assert response.headers["ETag"] == etag
+
+
+def assert_changed(client, url, etag) -> str:
+    response = client.get(url, headers={"If-None-Match": etag})
+    assert response.status_code == 200, "the ETag did not change"
+    assert response.headers["ETag"] != etag
+    assert response.get_json()["success"] is True
+    return response.headers["ETag"]
+
+
+@pytest.mark.parametrize("url", [URL, "/api/dashboard/status"])
+def test_etag_answers_304_until_something_changes(client, make, url):
+    product, machine, job = make.live_product()
+    etag = etag_of(client, url)
+    assert_not_modified(client, url, etag)
+    assert_not_modified(client, url, etag, sent=f'"other", {etag}')  # one of several
+    assert_not_modified(client, url, etag, sent="W/" + etag)  # as a compressing proxy sends it
+    assert client.get(url, headers={"If-None-Match": '"stale"'}).status_code == 200
+
+    other = make.machine()
+    changes = {
+        "operator update": lambda: client.post(
+            f"/api/jobs/{job['id']}/updates", json={"operator": "a", "quantity": 1}
+        ),
+        "move_to_past": lambda: make.action(product["id"], "move_to_past"),
+        "reactivate": lambda: make.action(product["id"], "reactivate"),
+        "update_state": lambda: make.action(product["id"], "update_state", newState="OFF"),
+        "next job": lambda: client.post(
+            "/api/jobs", json={"productId": product["id"], "machineId": other["id"]}
+        ),
+        "rename the live product's machine": lambda: client.patch(
+            f"/api/machines/{other['id']}", json={"name": "Renamed"}
+        ),
+        "dispatch": lambda: client.post(URL, json={"productId": product["id"]}),
+    }
+    for label, change in changes.items():
+        response = change()
+        assert response.status_code < 300, (label, response.get_json())
+        try:
+            etag = assert_changed(client, url, etag)
+        except AssertionError as err:
+            raise AssertionError(f"after {label}: {err}") from None
+        assert_not_modified(client, url, etag)
+
+
+def test_dashboard_etag_follows_catalogue_changes_that_send_no_event(client, make):
+    url = "/api/dashboard/status"
+    machine = make.machine(name="Grinding")  # idle: renaming it touches no live product
+    etag = etag_of(client, url)
+    make.product()
+    etag = assert_changed(client, url, etag)
+    make.machine()
+    etag = assert_changed(client, url, etag)
+    ok(client.patch(f"/api/machines/{machine['id']}", json={"name": "Grinding 2"}))
+    etag = assert_changed(client, url, etag)
+    board = ok(client.get(url))["dashboard"]["machineStatus"]
+    assert "Grinding 2" in [m["name"] for m in board]
+    ok(client.patch(f"/api/machines/{machine['id']}", json={"status": "maintenance"}))
+    assert_changed(client, url, etag)
+
+
+def test_a_failed_write_keeps_the_etag(client, make):
+    product, _, _ = make.live_product()
+    etag = etag_of(client, URL)
+    assert_error(make.action(product["id"], "reactivate"), 409)
+    assert_error(client.post(URL, json={"productId": 99999}), 404)
+    assert_not_modified(client, URL, etag)
