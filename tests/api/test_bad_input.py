@@ -5,6 +5,11 @@ each: every answer must be the error envelope with the expected code, every case
 database's fingerprint alone, and at the end every row must be as it was. The full list of
 attacks goes at one endpoint of each kind; the others, which share its parser and schemas, get a
 sample.
+
+These run on SQLite only: everything here is refused by the parser and the schemas before the
+database is asked anything, so Postgres would answer the same (a missing check shows on SQLite
+too: it expects a 400 where SQLite would accept). Ids in paths, which do reach the database,
+are in test_bad_paths.py, on both.
 """
 
 from __future__ import annotations
@@ -50,8 +55,11 @@ FORGED_CURSORS = [
     base64.urlsafe_b64encode(b"\xff\xfe").decode(),
 ]
 SOME_FORGED_CURSORS = ["!!!", cursor("id:abc"), cursor("id:99999999999999999999")]
-BAD_PATH_IDS = ["abc", "-1", "0", "1.5", "%20", "007", str(2**31), "9" * 30, "9" * 5000, "1e3"]
-SOME_BAD_PATH_IDS = ["abc", "0", str(2**31)]
+
+
+@pytest.fixture(scope="module", params=["sqlite"])
+def backend(request) -> str:
+    return request.param
 
 
 @pytest.fixture
@@ -248,35 +256,6 @@ def test_bad_query_strings(client, world, check):
     for url in ("/api/products", "/api/jobs"):
         cases += [get(url, f"state={s}", "state") for s in ("on", "live", "", "1")]
     cases += [get("/api/dashboard/daily", f"days={d}", "days") for d in ("0", "367", "x")]
-    check(cases)
-
-
-def test_bad_ids_in_paths_are_404(client, check):
-    cases = []
-    for template, method, values in (
-        ("/api/products/{}", "get", BAD_PATH_IDS),
-        ("/api/machines/{}", "get", SOME_BAD_PATH_IDS),
-        ("/api/jobs/{}", "get", SOME_BAD_PATH_IDS),
-        ("/api/jobs/{}/updates", "get", BAD_PATH_IDS),
-        ("/api/machines/{}", "patch", SOME_BAD_PATH_IDS),
-        ("/api/jobs/{}/updates", "post", SOME_BAD_PATH_IDS),
-    ):
-        body = {"name": "x", "operator": "a", "quantity": 1}
-        if method == "post":
-            body = {"operator": "a", "quantity": 1}
-        elif method == "patch":
-            body = {"name": "x"}
-        cases += [
-            (
-                f"{method} {template.format(v):.60}",
-                lambda t=template, m=method, v=v, b=body: getattr(client, m)(
-                    t.format(v), json=b if m != "get" else None
-                ),
-                404,
-                None,
-            )
-            for v in values
-        ]
     check(cases)
 
 

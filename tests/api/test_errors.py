@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy.exc import OperationalError
 
 from tests.api.conftest import assert_error, ok
+
+
+@pytest.fixture(scope="module", params=["sqlite"])
+def backend(request) -> str:
+    """SQLite only: nothing here depends on the database behind the app."""
+    return request.param
 
 
 def test_a_bug_is_a_500_envelope_without_a_trace(client, make, monkeypatch, count):

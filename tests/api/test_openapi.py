@@ -5,7 +5,16 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
+import pytest
+
 from tests.api.conftest import ok
+
+
+@pytest.fixture(scope="module", params=["sqlite"])
+def backend(request) -> str:
+    """SQLite only: nothing here depends on the database behind the app."""
+    return request.param
+
 
 # Every path and method of ../shared/API.md ("Catalogue and shop floor" and "Lifecycle").
 CONTRACT = {
