@@ -121,6 +121,9 @@ class Config:
     # app/auth/streams.py.
     STREAM_LEASE_SECONDS = env_float("STREAM_LEASE_SECONDS", 60.0)
     STREAMS_KEY_PREFIX = env_str("STREAMS_KEY_PREFIX", "trackopz:streams:")
+    # How often each worker checks again that its open streams' tokens and users are still let
+    # in, and hangs up the others (a revoke reaches the streams already open).
+    STREAM_AUTH_RECHECK_SECONDS = env_float("STREAM_AUTH_RECHECK_SECONDS", 15.0)
     # Enough connections for the greenlets of one worker that touch the database at once;
     # streams hold none while they wait.
     DB_POOL_SIZE = env_int("DB_POOL_SIZE", 10)

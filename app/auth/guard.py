@@ -40,15 +40,16 @@ def load_identity() -> None:
         return None
     header = request.headers.get("Authorization", "")
     if header[:7].lower() == "bearer ":
-        user = service.user_for_token(header[7:].strip())
-        if user is None:
+        found = service.token_and_user(header[7:].strip())
+        if found is None:
             if _is_public():
                 return None
             abort(401, description="The API token is not valid or was revoked.")
-        g.user, g.auth = user, "token"
+        g.token_id = found[0].id
+        g.user, g.auth = found[1], "token"
     elif session.get("uid") is not None:
         user = db.session.get(User, session["uid"])
-        if user is not None and user.active and session.get("ver") == _session_version(user):
+        if user is not None and user.active and session.get("ver") == session_version(user):
             g.user, g.auth = user, "session"
         else:
             session.clear()
@@ -64,7 +65,17 @@ def load_identity() -> None:
     return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
 
 
-def _session_version(user: User) -> str:
+def credential() -> tuple | None:
+    """What this request was let in with, to check again later (service.still_valid): a token
+    can be revoked and a user deactivated while a stream they opened stays open."""
+    if g.get("auth") == "token":
+        return ("token", g.token_id)
+    if g.get("auth") == "session":
+        return ("session", g.user.id, session.get("ver"))
+    return None
+
+
+def session_version(user: User) -> str:
     """Changes when the password changes, so old cookies stop working.
 
     A digest of the hash, never a piece of it: the cookie is signed, not encrypted, so anyone
@@ -76,7 +87,7 @@ def _session_version(user: User) -> str:
 def start_session(user: User) -> None:
     session.clear()
     session["uid"] = user.id
-    session["ver"] = _session_version(user)
+    session["ver"] = session_version(user)
     session.permanent = True
     csrf_token()
 

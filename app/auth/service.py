@@ -95,6 +95,12 @@ def revoke_token(token_id: int) -> ApiToken:
 
 def user_for_token(plain: str) -> User | None:
     """The active user behind a bearer token; looked up on every request, so a revoke is at once."""
+    found = token_and_user(plain)
+    return found[1] if found is not None else None
+
+
+def token_and_user(plain: str) -> tuple[ApiToken, User] | None:
+    """The token (not revoked) and its active user; last-used time kept to the minute."""
     if not plain.startswith(TOKEN_PREFIX) or len(plain) > 200:
         return None
     row = db.session.execute(
@@ -112,4 +118,24 @@ def user_for_token(plain: str) -> User | None:
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
         token.last_used_at = now
         db.session.commit()
-    return user
+    return token, user
+
+
+def still_valid(credentials: list[tuple]) -> set[tuple]:
+    """Which of these credentials (see guard.credential()) would still be let in now."""
+    token_ids = {c[1] for c in credentials if c[0] == "token"}
+    user_ids = {c[1] for c in credentials if c[0] == "session"}
+    valid: set[tuple] = set()
+    if token_ids:
+        rows = db.session.execute(
+            select(ApiToken.id)
+            .join(User, User.id == ApiToken.user_id)
+            .where(ApiToken.id.in_(token_ids), ApiToken.revoked_at.is_(None), User.active)
+        )
+        valid |= {("token", row.id) for row in rows}
+    if user_ids:
+        from app.auth.guard import session_version
+
+        for user in db.session.scalars(select(User).where(User.id.in_(user_ids), User.active)):
+            valid.add(("session", user.id, session_version(user)))
+    return valid

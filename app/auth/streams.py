@@ -25,6 +25,12 @@ only (the stream outlives a Redis outage, and so does a cap per worker).
 
 Without REDIS_URL gunicorn runs one worker (gunicorn.conf.py), so a count in this process is the
 whole count. STREAMS_PER_USER=0 turns the cap off.
+
+A stream is let in once, when it opens, but may stay open for hours: every
+STREAM_AUTH_RECHECK_SECONDS (default 15) each worker checks again, in one query, the credentials
+its open streams were opened with, and hangs up (shuts the connection's socket down) the streams
+of a revoked token, a deactivated user, or a session whose password has changed. (Under gunicorn,
+which gives the view the connection's socket; elsewhere streams are only checked when they open.)
 """
 
 from __future__ import annotations
@@ -118,8 +124,12 @@ class StreamCap:
         self.limit = int(app.config.get("STREAMS_PER_USER", 20))
         self.lease_seconds = float(app.config.get("STREAM_LEASE_SECONDS", 60))
         self.prefix = app.config.get("STREAMS_KEY_PREFIX") or KEY_PREFIX
+        self.recheck_seconds = float(app.config.get("STREAM_AUTH_RECHECK_SECONDS", 15))
         self.local: dict[int, set[str]] = {}  # every lease this process holds, by user
         self.shared: dict[int, set[str]] = {}  # the ones counted in Redis, to renew
+        self.watched: dict[str, tuple[tuple, object]] = {}  # member: (credential, socket)
+        self._app = app
+        self._client = None  # the Redis client of the shared leases
         self._lock = threading.Lock()
         self._renewer = None
         self._renewer_pid = None
@@ -148,9 +158,16 @@ class StreamCap:
 
     # --- taking and giving back ---------------------------------------------------------------
 
-    def acquire(self, user_id: int) -> Lease:
+    def acquire(self, user_id: int, *, credential: tuple | None = None, sock=None) -> Lease:
+        lease = self._take(user_id)
+        if credential is not None and sock is not None:
+            self.watched[lease.member] = (credential, sock)
+            self._ensure_renewer()
+        return lease
+
+    def _take(self, user_id: int) -> Lease:
         member = f"{os.getpid()}:{secrets.token_hex(8)}"
-        client = self.redis()
+        client = self.redis() if self.limit > 0 else None
         if client is not None:
             try:
                 taken, value = self._script(client, "acquire")(
@@ -163,11 +180,12 @@ class StreamCap:
                 if not int(taken):
                     self._refuse(retry_after=max(1, int(value)))
                 self._hold(user_id, member, shared=True)
-                self._ensure_renewer(client)
+                self._client = client
+                self._ensure_renewer()
                 return Lease(self, user_id, member, shared=True, redis=client)
         with self._lock:
             held = self.local.get(user_id)
-            if held is not None and len(held) >= self.limit:
+            if self.limit > 0 and held is not None and len(held) >= self.limit:
                 self._refuse(retry_after=LOCAL_RETRY_AFTER)
             self._hold(user_id, member, shared=False)
         return Lease(self, user_id, member, shared=False)
@@ -186,6 +204,7 @@ class StreamCap:
 
     def forget(self, user_id: int, member: str, shared: bool) -> None:
         """Drop a lease from this process's books (no I/O: also runs as a finalizer)."""
+        self.watched.pop(member, None)
         for books in (self.local, self.shared) if shared else (self.local,):
             held = books.get(user_id)
             if held is not None:
@@ -227,27 +246,79 @@ class StreamCap:
                 )
         return renewed
 
-    def _ensure_renewer(self, client) -> None:
+    # --- checking the open streams' credentials again -----------------------------------------
+
+    def recheck(self) -> int:
+        """Hang up the streams whose credential would be refused now; how many."""
+        watched = list(self.watched.items())
+        if not watched:
+            return 0
+        from app.auth import service
+        from app.extensions import db
+
+        with self._app.app_context():
+            try:
+                valid = service.still_valid(
+                    [credential for credential, _ in dict(watched).values()]
+                )
+            finally:
+                db.session.remove()
+        hung_up = 0
+        for member, (credential, sock) in watched:
+            if credential not in valid:
+                self.watched.pop(member, None)
+                _hang_up(sock)
+                hung_up += 1
+        if hung_up:
+            log.info("hung up %d stream(s) whose token or user is no longer let in", hung_up)
+        return hung_up
+
+    # --- the background greenlet of each worker -----------------------------------------------
+
+    def _ensure_renewer(self) -> None:
         pid = os.getpid()
         if self._renewer is not None and self._renewer_pid == pid and not self._renewer.dead:
             return
         import gevent
 
         self._renewer_pid = pid
-        self._renewer = gevent.spawn(self._renew_forever, client)
+        self._renewer = gevent.spawn(self._background)
 
-    def _renew_forever(self, client) -> None:
+    def _background(self) -> None:
+        """Renew the Redis leases every third of their life; re-check credentials."""
+        import time
+
         import gevent
 
-        interval = max(0.5, self.lease_seconds / 3)
+        renew_every = max(0.5, self.lease_seconds / 3)
+        check_every = max(0.5, self.recheck_seconds)
+        renewed = checked = time.monotonic()
         while True:
-            gevent.sleep(interval)
-            if not self.shared:
-                continue
-            try:
-                self.renew(client)
-            except Exception as err:  # noqa: BLE001 - Redis down: retried next round
-                log.warning("stream cap: could not renew the stream leases (%s)", err)
+            gevent.sleep(min(renew_every, check_every))
+            now = time.monotonic()
+            if now - renewed >= renew_every * 0.99:
+                renewed = now
+                if self.shared and self._client is not None:
+                    try:
+                        self.renew(self._client)
+                    except Exception as err:  # noqa: BLE001 - Redis down: retried next round
+                        log.warning("stream cap: could not renew the stream leases (%s)", err)
+            if now - checked >= check_every * 0.99:
+                checked = now
+                try:
+                    self.recheck()
+                except Exception as err:  # noqa: BLE001 - database down: streams stay, retried
+                    log.warning("stream cap: could not re-check the open streams (%s)", err)
+
+
+def _hang_up(sock) -> None:
+    """End a stream from outside its greenlet: its disconnect watcher sees the socket close."""
+    import socket
+
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already gone
 
 
 def cap() -> StreamCap:
@@ -260,8 +331,13 @@ def cap() -> StreamCap:
 
 def acquire() -> Lease:
     """A place for one more open stream of the signed-in user; 429 past STREAMS_PER_USER."""
+    from flask import request
+
+    from app.auth.guard import credential
+
     user = g.get("user")
-    state = cap()
-    if user is None or state.limit <= 0:
+    if user is None:
         return Lease(None, None, "", shared=False)
-    return state.acquire(user.id)
+    return cap().acquire(
+        user.id, credential=credential(), sock=request.environ.get("gunicorn.socket")
+    )
