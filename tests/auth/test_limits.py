@@ -233,6 +233,69 @@ def test_the_stream_refuses_an_anonymous_client(stream_app, anon_client):
     assert_envelope(anon_client.get(STREAM + "?token=tpz_x&access_token=tpz_x"), 401)
 
 
+def _stream_lease(app, socket_end, **headers):
+    """What the stream view does first, with `socket_end` as the connection's socket."""
+    from app.auth import streams
+
+    environ = {"gunicorn.socket": socket_end}
+    with app.test_request_context(STREAM, headers=headers, environ_base=environ):
+        assert app.preprocess_request() is None  # signed in
+        return streams.acquire()
+
+
+def _hung_up(sock) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+
+
+def test_open_streams_of_a_revoked_token_or_a_deactivated_user_are_hung_up(stream_app, db):
+    """A stream is let in when it opens; its worker checks again and hangs up those no longer
+    let in (every STREAM_AUTH_RECHECK_SECONDS; here by hand)."""
+    import socket
+
+    from app.auth.streams import cap
+    from app.models import User
+    from tests.auth.conftest import cookie_client
+
+    boss = authed_client(stream_app, "boss2", "manager")
+    _, doomed = make_user(stream_app, "mes", "operator")
+    _, kept = make_user(stream_app, "ana", "operator")
+    browser = cookie_client(stream_app, "olga", "operator")
+    session_cookie = browser.get_cookie("trackopz_session").value
+    pairs = [socket.socketpair() for _ in range(3)]
+    leases = [
+        _stream_lease(stream_app, pairs[0][0], Authorization=f"Bearer {doomed}"),
+        _stream_lease(stream_app, pairs[1][0], Authorization=f"Bearer {kept}"),
+        _stream_lease(stream_app, pairs[2][0], Cookie=f"trackopz_session={session_cookie}"),
+    ]
+    try:
+        state = cap()
+        assert state.recheck() == 0
+        assert not any(_hung_up(far) for _, far in pairs)
+
+        tokens = boss.get("/api/tokens").get_json()["tokens"]
+        (mes,) = [t for t in tokens if t["userName"] == "mes"]
+        assert boss.delete(f"/api/tokens/{mes['id']}").status_code == 200
+        assert state.recheck() == 1
+        assert [_hung_up(far) for _, far in pairs] == [True, False, False]
+
+        db.session.execute(db.update(User).where(User.name == "olga").values(active=False))
+        db.session.commit()
+        assert state.recheck() == 1
+        assert _hung_up(pairs[2][1]) and not _hung_up(pairs[1][1])
+        assert state.recheck() == 0  # each is hung up once
+    finally:
+        for lease in leases:
+            lease.release()
+        for a, b in pairs:
+            a.close()
+            b.close()
+    assert not cap().watched
+
+
 # --- the cap shared through Redis (two StreamCaps = two workers) --------------------------------
 
 

@@ -1,6 +1,7 @@
 """Real processes: gunicorn with two gevent workers sharing Redis and Postgres.
 
-- A revoked token is refused at once by every worker (no worker keeps a cache of tokens).
+- A revoked token is refused at once by every worker (no worker keeps a cache of tokens), and
+  the streams it opened before are hung up.
 - The cap on open streams holds across workers, leases are renewed while streams stay open,
   a closed stream gives its place back, and a killed worker's places expire.
 """
@@ -61,6 +62,7 @@ def server(tmp_path_factory, artifacts_dir):
         "STREAMS_PER_USER": "4",
         "STREAM_LEASE_SECONDS": str(LEASE_SECONDS),
         "SSE_KEEPALIVE_SECONDS": "1",
+        "STREAM_AUTH_RECHECK_SECONDS": "1",
         "LOG_LEVEL": "warning",
         "ACCESS_LOG": str(access_log),
         # The worker's pid on every access line: which worker answered.
@@ -70,6 +72,7 @@ def server(tmp_path_factory, artifacts_dir):
     manager = make_token(env, name="boss", role="manager")
     script = make_token(env, name="mes", role="operator")
     viewer = make_token(env, name="ana", role="operator")
+    kiosk = make_token(env, name="kiosk", role="operator")
     gunicorn = Gunicorn(env, workers=2, log_dir=Path(artifacts_dir))
     gunicorn.start(timeout=60)
     try:
@@ -79,6 +82,7 @@ def server(tmp_path_factory, artifacts_dir):
             "manager": manager,
             "script": script,
             "viewer": viewer,
+            "kiosk": kiosk,
             "redis": redis.Redis.from_url(redis_url),
             "streams_key": f"{tag}:streams:",
         }
@@ -166,6 +170,7 @@ class Stream:
     """One open stream, read on a thread of its own so the connection stays busy."""
 
     def __init__(self, url: str, token: str):
+        self.ended = threading.Event()
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
         self.response = self.session.get(url + STREAM, stream=True, timeout=(5, 30))
@@ -184,6 +189,8 @@ class Stream:
                 pass
         except Exception:  # noqa: BLE001 - closed under us
             pass
+        finally:
+            self.ended.set()
 
     def close(self):
         self.response.close()
@@ -261,3 +268,24 @@ def test_the_stream_cap_holds_across_workers(server):
     finally:
         for s in streams:
             s.close()
+
+
+def test_a_revoked_token_loses_its_open_streams(server):
+    """Refused at once applies to what is already open too: its worker hangs the stream up."""
+    g = server["g"]
+    doomed = Stream(g.url, server["kiosk"])
+    kept = Stream(g.url, server["viewer"])
+    try:
+        assert doomed.status == 200 and kept.status == 200
+        assert not doomed.ended.wait(2.5)  # rechecked (every second) and still let in
+        boss = requests.Session()
+        boss.headers["Authorization"] = f"Bearer {server['manager']}"
+        tokens = boss.get(g.url + "/api/tokens", timeout=10).json()["tokens"]
+        (kiosk,) = [t for t in tokens if t["userName"] == "kiosk"]
+        assert boss.delete(f"{g.url}/api/tokens/{kiosk['id']}", timeout=10).status_code == 200
+        assert doomed.ended.wait(6), "the revoked token's stream is still open"
+        assert not kept.ended.is_set()
+        assert Stream(g.url, server["kiosk"]).status == 401
+    finally:
+        doomed.close()
+        kept.close()
