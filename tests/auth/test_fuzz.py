@@ -57,9 +57,9 @@ def fuzz_token(app) -> str:
     from app.extensions import db
     from app.models import ApiToken
 
-    token_id, plain = make_user(app, "fuzzer", "manager")
+    user_id, plain = make_user(app, "fuzzer", "manager")
     with app.app_context():
-        row = db.session.scalar(db.select(ApiToken).where(ApiToken.user_id == token_id))
+        row = db.session.scalar(db.select(ApiToken).where(ApiToken.user_id == user_id))
         db.session.execute(
             db.update(ApiToken).where(ApiToken.id == row.id).values(id=FUZZER_TOKEN_ID)
         )
