@@ -13,6 +13,8 @@ from app.extensions import db as _db
 from config import TestConfig
 from tests.support import services
 
+pytest_plugins = ["tests.support.browser"]  # one Chromium for every module that drives pages
+
 BACKENDS = ["sqlite", "postgres"]
 _schema_ready: set[str] = set()
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.browser.conftest import Api
+from tests.support.browser import Api
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -72,7 +72,7 @@ def test_a_dispatch_reaches_the_workpanel_past_tab_and_the_dashboard_feed(
 
     dispatch.get_by_test_id("product-select").select_option(str(product["id"]))
     dispatch.get_by_label("Quantity").fill("5")
-    dispatch.get_by_label("Destination").fill("Dock 7")
+    dispatch.get_by_label("Destination", exact=True).fill("Dock 7")
     dispatch.get_by_label("Notes (optional)").fill("Truck at 14:00")
     dispatch.get_by_test_id("dispatch-submit").click()
 
@@ -105,7 +105,7 @@ def test_a_conflict_from_the_api_is_shown_in_words(stack, api, open_page, screen
         stack.hosts[0].url + "/dispatch", "dmitri", wait_live=False, context_setup=cut_the_stream
     )
     dispatch.get_by_test_id("product-select").select_option(str(product["id"]))
-    dispatch.get_by_label("Destination").fill("Dock 1")
+    dispatch.get_by_label("Destination", exact=True).fill("Dock 1")
     api.post(
         "/api/live-products/dispatchable",
         {"productId": product["id"], "destination": "Dock 2"},

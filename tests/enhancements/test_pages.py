@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import api, browser, open_page, screenshot, stack  # noqa: F401
-
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 expect = pytest.importorskip("playwright.sync_api").expect
 
 
-def test_batch_dispatch_from_the_dispatch_page(stack, api, open_page, screenshot):  # noqa: F811
+def test_batch_dispatch_from_the_dispatch_page(stack, api, open_page, screenshot):
     first, second, third = (api.live_product() for _ in range(3))
     api.post("/api/products/lifecycle", {"productId": third["id"], "action": "move_to_past"}, 200)
     page = open_page(stack.hosts[0].url + "/dispatch", "dmitri")
@@ -40,12 +38,12 @@ def test_batch_dispatch_from_the_dispatch_page(stack, api, open_page, screenshot
     }
 
 
-def test_operators_see_no_batch_dispatch(stack, open_page):  # noqa: F811
+def test_operators_see_no_batch_dispatch(stack, open_page):
     page = open_page(stack.hosts[0].url + "/dispatch", "olga")
     expect(page.get_by_test_id("batch-dispatch")).to_have_count(0)
 
 
-def test_dashboard_shows_the_analytics_charts(stack, open_page, screenshot):  # noqa: F811
+def test_dashboard_shows_the_analytics_charts(stack, open_page, screenshot):
     page = open_page(stack.hosts[0].url + "/dashboard", "olga")
     box = page.get_by_test_id("analytics")
     # the demo factory's history: stages ended, products dispatched, output logged
@@ -70,7 +68,7 @@ def test_dashboard_shows_the_analytics_charts(stack, open_page, screenshot):  # 
     expect(box.get_by_test_id("lead-time")).to_have_text("No dispatch in this range.")
 
 
-def test_webhooks_page(stack, api, open_page, screenshot):  # noqa: F811
+def test_webhooks_page(stack, api, open_page, screenshot):
     page = open_page(stack.hosts[0].url + "/webhooks", "mira", wait_live=False)
     page.get_by_test_id("webhook-url").fill("https://example.com/trackopz")
     page.get_by_test_id("type-job_started").check()

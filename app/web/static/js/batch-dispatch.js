@@ -32,12 +32,12 @@
       h('legend', null, 'Products ', count),
       tickRow(h('label', { for: 'b-all' }, allBox, 'All live products'), allBox),
       list, empty),
-    h('label', { for: 'b-destination' }, 'Destination'),
+    h('label', { for: 'b-destination' }, 'Destination for the selected'),
     h('input', {
       id: 'b-destination', name: 'destination', type: 'text', required: true, maxlength: 200,
       autocomplete: 'off', placeholder: 'e.g. Dock 3, Customer ACME', 'data-testid': 'batch-destination',
     }),
-    h('label', { for: 'b-notes' }, 'Notes (optional)'),
+    h('label', { for: 'b-notes' }, 'Notes for the batch (optional)'),
     h('textarea', { id: 'b-notes', name: 'notes', rows: 2, maxlength: 2000, 'data-testid': 'batch-notes' }),
     submit);
   mount.append(h('h2', { id: 'batch-title' }, 'Dispatch several'),
