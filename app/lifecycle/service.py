@@ -221,6 +221,12 @@ def _write_transition(
     if product.latest_job_id == job.id and product.state != to_state:
         product.state = to_state
         product.state_changed_at = now
+    transition = _audit(product, job, from_state, to_state, action, reason, actor, now)
+    return from_state, transition
+
+
+def _audit(product, job, from_state, to_state, action, reason, actor, now) -> Transition:
+    """The Transition row: the one kind of row that records a change of state."""
     transition = Transition(
         product_id=product.id,
         job_id=job.id,
@@ -232,7 +238,7 @@ def _write_transition(
         created_at=now,
     )
     db.session.add(transition)
-    return from_state, transition
+    return transition
 
 
 def change_state(
@@ -454,17 +460,7 @@ def start_job(
     product.state = ON
     if previous_state != ON:
         product.state_changed_at = now
-    transition = Transition(
-        product_id=product.id,
-        job_id=job.id,
-        from_state=previous_state,
-        to_state=ON,
-        action="start_job",
-        reason=stage,
-        actor=actor,
-        created_at=now,
-    )
-    db.session.add(transition)
+    _audit(product, job, previous_state, ON, "start_job", stage, actor, now)
     db.session.flush()
     outbox.emit(
         "job_started",
