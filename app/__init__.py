@@ -23,7 +23,7 @@ def create_app(config_class: type[Config] = Config, **overrides) -> Flask:
 
         # Behind nginx: the client's address (for sign-in limits and logs) is in X-Forwarded-For.
         n = app.config["TRUSTED_PROXIES"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)
     configure_logger(app)
     register_observability(app)
     register_extensions(app)
