@@ -97,6 +97,7 @@ def database_url() -> str:
 class Config:
     SQLALCHEMY_DATABASE_URI = database_url()
     REDIS_URL = env_str("REDIS_URL")
+    REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 50)  # per worker, waited for when busy
     SECRET_KEY = env_str("SECRET_KEY")
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
