@@ -8,6 +8,7 @@ from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
 
+from app.common.schemas import ErrorSchema
 from app.realtime.broker import Broker
 from app.realtime.hub import Hub
 
@@ -21,7 +22,15 @@ naming = {
 
 db = SQLAlchemy(metadata=MetaData(naming_convention=naming))
 migrate = Migrate(compare_type=True, render_as_batch=True)
-api = Api()
+
+
+class TrackOPZApi(Api):
+    """flask-smorest, documenting errors in the contract's envelope rather than its own shape."""
+
+    ERROR_SCHEMA = ErrorSchema
+
+
+api = TrackOPZApi()
 broker = Broker()
 hub = Hub()
 
