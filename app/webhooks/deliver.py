@@ -264,7 +264,7 @@ def _advance(webhook_id: int, event_id: int) -> None:
 
 def _post(http, url, secret, body, event_id, event_type, attempt) -> tuple[int | None, str | None]:
     """POST one event; (status code, None) on a 2xx, else (status code or None, what went wrong)."""
-    reason = refusal(url)  # the settings may have changed since it was registered
+    reason = refusal(url, resolve=True)  # settings or DNS may have changed since it was added
     if reason:
         return None, f"Not sent: {reason}"
     headers = {

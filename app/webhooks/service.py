@@ -6,6 +6,7 @@ import ipaddress
 import os
 import secrets
 import socket
+from functools import cache
 from urllib.parse import urlsplit
 
 from flask import current_app, has_request_context, request
@@ -46,17 +47,39 @@ def _split_host_port(entry: str) -> tuple[str, int | None]:
     return (parts.hostname or "").lower().rstrip("."), port
 
 
+@cache
+def _own_names_and_addresses() -> frozenset[str]:
+    """This machine's names and addresses, looked up once (a reverse lookup may be slow)."""
+    found = {socket.gethostname().lower()}
+    try:
+        name, aliases, addresses = socket.gethostbyname_ex(socket.gethostname())
+        found.update(n.lower() for n in (name, *aliases))
+        found.update(addresses)
+    except OSError:
+        pass
+    return frozenset(found)
+
+
 def _is_this_machine(host: str) -> bool:
-    """Loopback, the unspecified address, or this machine's own name."""
+    """Loopback, the unspecified address, or this machine's own name or address."""
     if host in LOOPBACK_NAMES or host.endswith(".localhost"):
         return True
-    if host in {socket.gethostname().lower(), socket.getfqdn().lower()}:
+    if host in _own_names_and_addresses():
         return True
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         return False
     return address.is_loopback or address.is_unspecified
+
+
+def _resolves_to_this_machine(host: str, port: int) -> bool:
+    """Whether a name (say 127.0.0.1.nip.io) resolves to one of this machine's addresses."""
+    try:
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False  # unresolvable: the delivery fails and says so
+    return any(_is_this_machine(info[4][0].split("%")[0]) for info in infos)
 
 
 def _app_ports() -> set[int]:
@@ -88,8 +111,13 @@ def blocked_addresses() -> list[tuple[str, int | None]]:
     return blocked
 
 
-def refusal(url: str) -> str | None:
-    """Why `url` may not receive webhooks, or None when it may."""
+def refusal(url: str, *, resolve: bool = False) -> str | None:
+    """Why `url` may not receive webhooks, or None when it may.
+
+    With `resolve` (the deliverer, before each request) a name is looked up too, so that one
+    resolving to this machine on the app's port is refused as well; registering does not wait
+    on DNS.
+    """
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -107,7 +135,9 @@ def refusal(url: str) -> str | None:
     for blocked_host, blocked_port in blocked_addresses():
         if host == blocked_host and blocked_port in (None, port):
             return itself
-    if _is_this_machine(host) and port in _app_ports():
+    if port in _app_ports() and (
+        _is_this_machine(host) or (resolve and _resolves_to_this_machine(host, port))
+    ):
         return itself
     return None
 

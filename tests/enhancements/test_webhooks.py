@@ -394,3 +394,32 @@ def test_the_delivery_log_keeps_its_retention(fast, client, make, receiver):
         assert prune_log() == 1
     log = client.get(f"/api/webhooks/{hook['id']}/deliveries").get_json()["deliveries"]
     assert len(log) == 1
+
+
+def test_a_name_resolving_to_this_machine_on_the_apps_port_is_not_sent_to(
+    fast, client, make, monkeypatch
+):
+    import socket
+
+    from app.webhooks.service import refusal
+
+    app = fast
+    monkeypatch.setenv("PORT", "8765")
+    real = socket.getaddrinfo
+
+    def fake(host, *args, **kwargs):
+        if host == "sneaky.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 8765))]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    hook = _register(client, "http://sneaky.example:8765/hook")  # no DNS when registering
+    with app.app_context():
+        assert refusal("http://sneaky.example:8765/hook", resolve=True)
+        assert refusal("http://sneaky.example:8766/hook", resolve=True) is None
+    make.live_product()
+    with app.app_context():
+        deliver_pending()
+    log = client.get(f"/api/webhooks/{hook['id']}/deliveries").get_json()["deliveries"]
+    assert log[0]["status"] == "retrying"
+    assert log[0]["lastError"].startswith("Not sent: The URL points at TrackOPZ itself")
