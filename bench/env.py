@@ -163,6 +163,7 @@ def machine_info() -> dict:
         "postgres": pg,
         "redis": redis_v,
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "loadavg": Path("/proc/loadavg").read_text().split()[0],
     }
 
 

@@ -27,6 +27,7 @@ def _stamp(meta: dict) -> str:
     return (
         f"_Measured {m['date']} on {m['nproc']} cores ({m['cpu']}), {m['ramGiB']} GiB RAM, "
         f"Python {m['python']}, PostgreSQL {m['postgres'].split()[0]}, Redis {m['redis']}; "
+        f"load average {m.get('loadavg', '?')} at the start; "
         f"commit `{meta['commit']}` ({meta['source']}); two gevent workers; the load generator "
         f"on the same cores{'; QUICK run (small sizes)' if meta.get('quick') else ''}._"
     )

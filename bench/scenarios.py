@@ -174,9 +174,14 @@ def fanout_run(
 
             # Paced below what the server can set up (a TrackOPZ connect costs a token lookup,
             # a lease and a snapshot query): a flood would only measure the DB pool's timeout.
-            rate = connect_rate or (CONNECT_RATE if system == "trackopz" else 500)
+            per_second = connect_rate or (CONNECT_RATE if system == "trackopz" else 500)
             conn = cl.connect(
-                n, server.stream_path, headers, per_second=rate, ready=ready, timeout=60 + n / 50
+                n,
+                server.stream_path,
+                headers,
+                per_second=per_second,
+                ready=ready,
+                timeout=60 + n / 50,
             )
             if system != "trackopz":
                 conn["ready"] = common.wait_subscribers(channel, subs0 + n, 120)
