@@ -126,10 +126,14 @@ def not_modified(etag: str) -> Response | None:
     return None
 
 
-def with_etag(body: dict, etag: str) -> Response:
+def with_etag(body: dict | str, etag: str) -> Response:
+    """A JSON answer with its ETag; `body` may already be JSON text (built by the database)."""
     from flask import jsonify
 
-    response = jsonify(body)
+    if isinstance(body, str):
+        response = Response(body, mimetype="application/json")
+    else:
+        response = jsonify(body)
     response.set_etag(etag)
     response.headers["Cache-Control"] = "no-cache"
     return response

@@ -94,11 +94,22 @@ def _last_reasons(product_ids: list[int]) -> dict[int, str | None]:
 
 
 def _machine_board() -> list[dict]:
+    # One row per machine: its newest ON job, looked up per machine through
+    # ix_jobs_machine_state. (Joining every ON job and then every product made PostgreSQL hash
+    # the whole products table: 100k rows read for a 12-row board.)
+    newest_on = (
+        select(Job.id)
+        .where(Job.machine_id == Machine.id, Job.state == ON)
+        .order_by(Job.id.desc())
+        .limit(1)
+        .correlate(Machine)
+        .scalar_subquery()
+    )
     rows = db.session.execute(
         select(Machine, Product.id, Product.name, Job.updated_at)
-        .outerjoin(Job, (Job.machine_id == Machine.id) & (Job.state == ON))
+        .outerjoin(Job, Job.id == newest_on)
         .outerjoin(Product, Product.id == Job.product_id)
-        .order_by(Machine.id, Job.id.desc())
+        .order_by(Machine.id)
     ).all()
     board: dict[int, dict] = {}
     for machine, product_id, product_name, job_updated in rows:

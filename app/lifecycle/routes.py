@@ -75,8 +75,9 @@ def dispatchable():
     cached = not_modified(etag)
     if cached is not None:
         return cached
-    items = service.dispatchable_rows()
-    return with_etag({"success": True, "dispatchableProducts": items, "count": len(items)}, etag)
+    items, count = service.dispatchable_json()
+    body = f'{{"success":true,"dispatchableProducts":{items},"count":{count}}}'
+    return with_etag(body, etag)
 
 
 @bp.post("/live-products/dispatchable")

@@ -7,12 +7,13 @@ outgoing events, and commits them together. Views only translate HTTP to these c
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from app.common.schemas import MAX_ID
@@ -135,6 +136,32 @@ def dispatchable_rows(
         }
         for r in db.session.execute(stmt)
     ]
+
+
+_DISPATCHABLE_JSON = """
+SELECT coalesce(json_agg(json_build_object(
+           'id', p.id, 'name', p.name, 'code', p.code, 'process', m.name,
+           'machineId', j.machine_id, 'jobId', j.id, 'stage', j.stage, 'status', 'ON',
+           'createdAt', to_char(j.created_at, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+           'quantityProduced', j.quantity_produced) ORDER BY p.name, p.id), '[]')::text,
+       count(*)
+FROM products p JOIN jobs j ON j.id = p.latest_job_id JOIN machines m ON m.id = j.machine_id
+WHERE p.state = 'ON'
+"""
+
+
+def dispatchable_json() -> tuple[str, int]:
+    """The whole dispatchable list as JSON text and its length.
+
+    On PostgreSQL the database builds the JSON (in C): at 2,000 live products that is a few
+    milliseconds instead of tens spent making 2,000 dicts, formatting 2,000 timestamps and
+    encoding them in Python. Elsewhere the same list goes through dispatchable_rows().
+    """
+    if db.session.get_bind().dialect.name == "postgresql":
+        body, count = db.session.execute(text(_DISPATCHABLE_JSON)).one()
+        return body, count
+    items = dispatchable_rows()
+    return json.dumps(items, separators=(",", ":")), len(items)
 
 
 def live_count() -> int:
