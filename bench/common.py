@@ -209,7 +209,8 @@ def sample_groups(limit: int = 400) -> list[list[dict]]:
             groups.append([body])
         else:
             groups[-1].append(body)
-    return [g for g in groups if g] or [[{"type": "ping", "data": {}, "timestamp": ""}]]
+    # the newest transactions first: the oldest rows of the tail may be loaded single events
+    return [g for g in reversed(groups) if g] or [[{"type": "ping", "data": {}, "timestamp": ""}]]
 
 
 async def fire_paced(firer, http: env.Http, count: int, rate: float, *, concurrency: int = 1):
