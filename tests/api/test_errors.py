@@ -39,7 +39,7 @@ def test_a_database_that_does_not_answer_is_a_503(client, make, monkeypatch):
     def down(*args, **kwargs):
         raise OperationalError("SELECT 1", {}, Exception("connection refused"))
 
-    monkeypatch.setattr(service, "dispatchable_rows", down)
+    monkeypatch.setattr(service, "dispatchable_json", down)
     body = assert_error(client.get("/api/live-products/dispatchable"), 503)
     assert "connection refused" not in body["error"]
 

@@ -205,7 +205,7 @@ def test_a_pool_timeout_is_a_503_not_a_500(app, client, monkeypatch):
     def exhausted(*args, **kwargs):
         raise PoolTimeout("QueuePool limit of size 10 overflow 10 reached")
 
-    monkeypatch.setattr(service, "dispatchable_rows", exhausted)
+    monkeypatch.setattr(service, "dispatchable_json", exhausted)
     response = client.get("/api/live-products/dispatchable")
     assert response.status_code == 503
     assert response.get_json()["success"] is False
