@@ -41,7 +41,18 @@ class Product(db.Model):
 
     latest_job: Mapped[Job | None] = relationship(foreign_keys=[latest_job_id], post_update=True)
 
-    __table_args__ = (Index("ix_products_state_changed", "state", "state_changed_at"),)
+    __table_args__ = (
+        Index("ix_products_state_changed", "state", "state_changed_at"),
+        # The live products in name order (the dashboard's first 50, the dispatchable list):
+        # read in order from this small index instead of sorting every live product.
+        Index(
+            "ix_products_on_name_id",
+            "name",
+            "id",
+            postgresql_where=text("state = 'ON'"),
+            sqlite_where=text("state = 'ON'"),
+        ),
+    )
 
 
 class Machine(db.Model):

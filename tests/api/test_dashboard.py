@@ -116,6 +116,40 @@ def test_dashboard_lists_are_capped_but_the_counts_are_not(client, make, monkeyp
     assert len(dashboard["liveProducts"]) == 2 and len(dashboard["pastProducts"]) == 2
 
 
+def test_dashboard_counts_follow_products_between_live_and_past(client, make, clock):
+    """Counts and lists as products go live, go past, come back; one is only catalogued."""
+    clock.set(datetime(2030, 6, 15, 9, 0))
+    # Names sort against creation order: the live list is in name order, not id order.
+    zeta, _, _ = make.live_product(name="Zeta")
+    mu, _, _ = make.live_product(name="Mu")
+    alpha, _, _ = make.live_product(name="Alpha")
+    beta = make.product(name="Beta")  # no job yet: counted in the total, neither live nor past
+    assert zeta["id"] < mu["id"] < alpha["id"] < beta["id"]
+
+    def seen():
+        dashboard = ok(client.get("/api/dashboard/status"))["dashboard"]
+        stats = dashboard["stats"]
+        counts = tuple(
+            stats[k]
+            for k in ("totalProducts", "liveProducts", "pastProducts", "dispatchableProducts")
+        )
+        names = [[p["name"] for p in dashboard[k]] for k in ("liveProducts", "pastProducts")]
+        return counts, *names
+
+    assert seen() == ((4, 3, 0, 3), ["Alpha", "Mu", "Zeta"], [])
+
+    clock.advance(minutes=5)
+    ok(make.action(alpha["id"], "move_to_past"))
+    clock.advance(minutes=5)
+    ok(client.post(DISPATCH, json={"productId": zeta["id"]}))
+    assert seen() == ((4, 1, 2, 1), ["Mu"], ["Zeta", "Alpha"])
+
+    clock.advance(minutes=5)
+    ok(make.action(alpha["id"], "reactivate"))
+    make.job(beta["id"], make.machine()["id"])
+    assert seen() == ((4, 3, 1, 3), ["Alpha", "Beta", "Mu"], ["Zeta"])
+
+
 def test_dashboard_of_an_empty_factory(client):
     dashboard = ok(client.get("/api/dashboard/status"))["dashboard"]
     assert set(dashboard["stats"].values()) == {0}
