@@ -172,14 +172,16 @@ def last_event_id() -> int:
     return db.session.scalar(select(func.coalesce(func.max(Event.id), 0)))
 
 
-def dispatchable_snapshot() -> tuple[list[dict], int]:
-    """The dispatchable list and the id of the last event it reflects, read in one snapshot."""
+def dispatchable_snapshot() -> tuple[str, int, int]:
+    """The dispatchable list as JSON, its length, and the id of the last event it reflects, all
+    read in one snapshot."""
     db.session.rollback()
     if db.session.get_bind().dialect.name == "postgresql":
         db.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     try:
         last_id = last_event_id()
-        return dispatchable_rows(), last_id
+        body, count = dispatchable_json()
+        return body, count, last_id
     finally:
         db.session.rollback()
 

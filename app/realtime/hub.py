@@ -1,7 +1,8 @@
 """One hub per worker: one subscription in, many SSE clients out.
 
-Every event is turned into its SSE frame once per worker and appended to each client's small
-pending list; the client's own greenlet writes whatever is pending in one write. Events leave
+Every event is turned into its SSE frame (and its HTTP chunk) once per worker. An idle client
+gets the chunk written to its socket by the hub at once; a busy one gets it appended to its small
+pending list, and its own greenlet writes whatever is pending in one write. Events leave
 the hub in id order with no gaps: a jump in ids is filled from the events table first (ids
 commit in order, see outbox.py, so what the table lacks then was rolled back and never was).
 While Redis is down the hub reads new events from the table every couple of seconds instead.
@@ -29,9 +30,28 @@ def frame(event_id: int, body: str) -> bytes:
 
 
 class Client:
-    """One open stream: what is waiting to be written, and a wake-up for its greenlet."""
+    """One open stream: what is waiting to be written, and a wake-up for its greenlet.
 
-    __slots__ = ("pending", "wakeup", "closed", "bound", "reason", "sock")
+    Queued mode: the hub appends to `pending` and wakes the stream's greenlet, which writes.
+    Direct mode (a chunked HTTP/1.1 stream past its first message, see routes.py): the hub
+    writes each event's chunk straight to the socket with a non-blocking send while the
+    stream's greenlet sleeps, so a delivery costs no greenlet switch. A client that is busy
+    writing, or whose socket buffer is full, falls back to the queue and its greenlet finishes.
+    """
+
+    __slots__ = (
+        "pending",
+        "wakeup",
+        "closed",
+        "bound",
+        "reason",
+        "sock",
+        "direct",
+        "busy",
+        "cursor",
+        "rest",
+        "send",
+    )
 
     def __init__(self, bound: int):
         from gevent.event import Event
@@ -42,6 +62,18 @@ class Client:
         self.bound = bound
         self.reason = ""
         self.sock = None  # the connection, when the server gives it: a slow client is cut off
+        self.direct = False
+        self.busy = False  # its greenlet is writing: the hub queues instead
+        self.cursor = 0  # direct mode: the newest event id written to this client
+        self.rest = b""  # direct mode: the unsent end of a chunk the hub could only partly send
+        self.send = None  # direct mode: the socket's non-blocking send
+
+    def go_direct(self, cursor: int) -> None:
+        """From now on the hub writes this client's chunks itself (see the class docstring)."""
+        raw = getattr(self.sock, "_sock", self.sock)  # gevent's socket wraps a non-blocking one
+        self.send = raw.send
+        self.cursor = cursor
+        self.direct = True
 
     def push(self, event_id: int, data: bytes) -> bool:
         if len(self.pending) >= self.bound:
@@ -49,6 +81,23 @@ class Client:
             return False
         self.pending.append((event_id, data))
         self.wakeup.set()
+        return True
+
+    def push_chunk(self, event_id: int, data: bytes, chunk: bytes) -> bool:
+        """Direct mode: send `chunk` now if the client is idle, else queue `data` for it."""
+        if self.busy or self.pending or self.rest:
+            return self.push(event_id, data)
+        try:
+            sent = self.send(chunk)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self.close("client went away")
+            return False
+        self.cursor = event_id
+        if sent < len(chunk):
+            self.rest = chunk[sent:]  # its greenlet sends the rest, before anything newer
+            self.wakeup.set()
         return True
 
     def close(self, reason: str = "closed") -> None:
@@ -65,7 +114,7 @@ class Client:
 
     def take(self, timeout: float) -> list[tuple[int, bytes]]:
         """Whatever is pending, waiting up to `timeout` seconds for something."""
-        if not self.pending and not self.closed:
+        if not self.pending and not self.closed and not self.rest:
             self.wakeup.wait(timeout)
         self.wakeup.clear()
         items = list(self.pending)
@@ -79,6 +128,7 @@ class Hub:
         self.clients: set[Client] = set()
         self.window: deque[tuple[int, bytes]] = deque(maxlen=2000)
         self.last_id = 0
+        self.snapshot: tuple[int, bytes, int] | None = None  # see routes._shared_snapshot
         self.started = False
         self.subscribed = False
         self.delivered_total = 0
@@ -101,6 +151,7 @@ class Hub:
         self.subscribed = False
         self.clients = set()
         self.last_id = 0
+        self.snapshot = None
         # Namespaced by the channel: deployments sharing a Redis do not count each other.
         self.clients_key_prefix = f"{app.config['REDIS_CHANNEL']}:clients:"
         app.extensions["trackopz_hub"] = self
@@ -125,6 +176,7 @@ class Hub:
             self._greenlets = []  # a forked child does not own its parent's greenlets
             self.clients = set()
             self.window.clear()
+            self.snapshot = None
             self._lock = Semaphore()
             self._changed = Event()
             self.subscribed = False
@@ -289,12 +341,19 @@ class Hub:
         self.last_id = event_id
         self.window.append((event_id, data))
         dropped = 0
+        gone = False
+        chunk = b"%X\r\n%s\r\n" % (len(data), data)  # HTTP/1.1 chunk, framed once per worker
         for client in list(self.clients):
-            if not client.push(event_id, data):
-                self.clients.discard(client)
-                dropped += 1
-        if dropped:
-            self.dropped_slow += dropped
+            if client.direct:
+                if event_id <= client.cursor or client.push_chunk(event_id, data, chunk):
+                    continue
+            elif client.push(event_id, data):
+                continue
+            self.clients.discard(client)
+            dropped += client.reason == "fell behind"
+            gone = True
+        self.dropped_slow += dropped
+        if gone:
             self._count_changed()
         self.delivered_total += len(self.clients)
 

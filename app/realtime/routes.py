@@ -7,7 +7,6 @@ generator then holds no session and no connection while it waits, only its hub c
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import time
 
@@ -69,8 +68,6 @@ def _replay_from_db(after: int, upto: int) -> list[tuple[int, bytes]] | None:
 )
 def stream():
     """Server-Sent Events: every change, in id order."""
-    from app.lifecycle.service import dispatchable_snapshot
-
     after = _last_event_id()
     sock = request.environ.get("gunicorn.socket")
     lease = streams.acquire()  # the per-user cap on open streams: 429 past it
@@ -80,7 +77,7 @@ def stream():
         lease.release()
         raise
     try:
-        items, snapshot_id = dispatchable_snapshot()
+        snapshot_id, items_json, count = _shared_snapshot()
         replay: list[tuple[int, bytes]] = []
         resync = False
         if after is not None:
@@ -97,22 +94,27 @@ def stream():
         lease.release()
         raise
     cursor = snapshot_id if (after is None or resync) else after
-    hello = {
-        "type": "connection_established",
-        "data": {
-            "dispatchableProducts": items,
-            "count": len(items),
-            "lastEventId": snapshot_id,
-            **({"resync": True} if resync else {}),
-        },
-        "timestamp": iso(utcnow()),
-    }
-    first = b"retry: %d\n\ndata: %s\n\n" % (
-        current_app.config["SSE_RETRY_MS"],
-        json.dumps(hello, separators=(",", ":")).encode(),
+    first = (
+        b'retry: %d\n\ndata: {"type":"connection_established","data":{"dispatchableProducts":%s,'
+        b'"count":%d,"lastEventId":%d%s},"timestamp":"%s"}\n\n'
+        % (
+            current_app.config["SSE_RETRY_MS"],
+            items_json,
+            count,
+            snapshot_id,
+            b',"resync":true' if resync else b"",
+            iso(utcnow()).encode(),
+        )
     )
     keepalive = current_app.config["SSE_KEEPALIVE_SECONDS"]
     app = current_app._get_current_object()
+    # gunicorn frames a GET's HTTP/1.1 body of unknown length in chunks: past the first message
+    # the stream writes its own chunks, so the hub may write to an idle stream's socket itself.
+    direct = (
+        sock is not None
+        and request.method == "GET"
+        and request.environ.get("SERVER_PROTOCOL") == "HTTP/1.1"
+    )
 
     def generate():
         nonlocal cursor
@@ -124,6 +126,10 @@ def stream():
                     chunk.append(data)
                     cursor = event_id
             yield b"".join(chunk)
+            if direct:
+                client.go_direct(cursor)
+                _write_direct(client, sock, keepalive)
+                return
             wrote = time.monotonic()
             while not client.closed:
                 items = client.take(max(0.0, wrote + keepalive - time.monotonic()))
@@ -136,12 +142,13 @@ def stream():
                     yield b"".join(out)
                     wrote = time.monotonic()
                 elif not client.closed and time.monotonic() - wrote >= keepalive:
-                    yield b": keepalive\n\n"
+                    yield KEEPALIVE
                     wrote = time.monotonic()
         finally:
             hub.unregister(client)
             if watcher is not None:
-                watcher.kill(block=False)
+                watcher.stop()
+                watcher.close()
             # The generator runs after the request's contexts are gone; giving the lease back
             # needs the app (its Redis client).
             try:
@@ -156,22 +163,83 @@ def stream():
     return response
 
 
-def _watch_disconnect(sock, client):
-    """Notice a closed connection at once, even when nothing is being published."""
-    import gevent
-    from gevent.socket import wait_read
+KEEPALIVE = b": keepalive\n\n"
+KEEPALIVE_CHUNK = b"%X\r\n%s\r\n" % (len(KEEPALIVE), KEEPALIVE)
 
-    def watch():
+
+def _shared_snapshot() -> tuple[int, bytes, int]:
+    """(event id, dispatchable list as JSON, its length), shared by this worker's new streams
+    while nothing changes.
+
+    A snapshot taken at event id S stays right for a client registered with the hub while the
+    hub's last delivered id is still S: every later event reaches that client through the hub.
+    So a reconnect storm costs one query and no JSON encoding per worker, not one per client.
+    """
+    from app.lifecycle.service import dispatchable_snapshot
+
+    cached = hub.snapshot
+    if cached is not None and cached[0] == hub.last_id:
+        return cached
+    body, count, snapshot_id = dispatchable_snapshot()
+    snapshot = (snapshot_id, body.encode(), count)
+    if snapshot_id == hub.last_id:
+        hub.snapshot = snapshot
+    return snapshot
+
+
+def _write_direct(client, sock, keepalive: float) -> None:
+    """A direct-mode stream's own loop: the hub sends to the socket while this greenlet sleeps;
+    it wakes only to finish what the hub could not send at once, and for keepalives."""
+    wrote = time.monotonic()
+    seen = client.cursor
+    while not client.closed:
+        items = client.take(max(0.0, wrote + keepalive - time.monotonic()))
+        client.busy = True
         try:
-            wait_read(sock.fileno())
-            if sock.recv(1, 2) == b"":  # 2 = MSG_PEEK: an orderly close reads as nothing
-                client.close("client went away")
+            parts = [client.rest] if client.rest else []
+            client.rest = b""
+            for event_id, data in items:
+                if event_id > client.cursor:
+                    parts.append(b"%X\r\n%s\r\n" % (len(data), data))
+                    client.cursor = event_id
+            if client.cursor != seen:  # the hub wrote, or is about to: that counts as traffic
+                seen = client.cursor
+                wrote = time.monotonic()
+            elif not parts and not client.closed and time.monotonic() - wrote >= keepalive:
+                parts.append(KEEPALIVE_CHUNK)
+            if parts:
+                sock.sendall(b"".join(parts))
+                wrote = time.monotonic()
         except OSError:
             client.close("client went away")
-        except gevent.GreenletExit:
-            pass
+        finally:
+            client.busy = False
 
-    return gevent.spawn(watch)
+
+def _watch_disconnect(sock, client):
+    """Notice a closed connection at once, even when nothing is being published: a read
+    watcher on the socket (no greenlet of its own) closes the client when the peer hangs up."""
+    from socket import MSG_PEEK
+
+    from gevent import get_hub
+
+    raw = getattr(sock, "_sock", sock)
+    watcher = get_hub().loop.io(sock.fileno(), 1)
+
+    def readable():
+        try:
+            if raw.recv(1, MSG_PEEK) != b"":
+                watcher.stop()  # the client sent something: an SSE client has nothing to say
+                return
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            pass
+        watcher.stop()
+        client.close("client went away")
+
+    watcher.start(readable)
+    return watcher
 
 
 @bp.route("/realtime/stats")

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from tests.realtime.helpers import STREAM, StreamReader
-from tests.realtime.shop import Shop, newest_event
+from tests.realtime.shop import Shop, events_after, newest_event
 from tests.support.servers import BIN, ROOT, free_port
 
 pytestmark = pytest.mark.slow
@@ -184,6 +184,62 @@ def test_500_clients_come_and_go_and_the_worker_returns_to_its_baseline(
     store = redis.Redis.from_url(rt_redis.url)
     leases = sum(store.zcard(k) for k in store.scan_iter(match="trackopz:streams:*"))
     assert leases == 0
+
+
+def test_a_client_that_stops_reading_is_cut_off_and_the_readers_get_every_event_intact(
+    gunicorns, rt_env, rt_redis, http, auth_headers, rt_database_url
+):
+    """The hub writes straight to each idle stream's socket; a socket whose buffers are full
+    falls back to its queue, and past SSE_CLIENT_QUEUE the client is let go. A reader that keeps
+    up sees every event once, in order, in valid HTTP chunks (urllib3 checks the framing)."""
+    host = gunicorns({**rt_env, "REDIS_URL": rt_redis.url, "SSE_CLIENT_QUEUE": "20"}, workers=1)
+    api = http()
+    shop = Shop(host.url, api)
+    machine = shop.machine()
+    shop.live_products(60, [machine])  # each rename re-sends all 60 in one ~20 KB event
+    reader = StreamReader(host.url, http, reconnect=False, name="sse-keeps-up")
+    reader.start()
+    assert reader.ready.wait(15)
+    stalled = _stalled_stream(host.port, auth_headers)
+    stats = lambda: api.get(host.url + "/api/realtime/stats", timeout=10).json()["hub"]  # noqa: E731
+    before = stats()
+    assert before["clients"] == 2
+    start = newest_event(rt_database_url)
+    try:
+        for i in range(300):  # ~6 MB of events: more than the kernel buffers hold
+            r = api.patch(f"{host.url}/api/machines/{machine}", json={"name": f"Rig {i}"})
+            assert r.status_code == 200, r.text
+            if stats()["droppedSlow"] > before["droppedSlow"]:
+                break
+        else:
+            raise AssertionError("the client that does not read was never let go")
+        last = newest_event(rt_database_url)
+        assert reader.wait_for(last, 20), (reader.last_id, last)
+        assert reader.ids == [e for e, _ in events_after(rt_database_url, start)]
+        assert reader.problems == []
+        assert stats()["clients"] == 1  # the stalled one is gone, the reader stays
+    finally:
+        reader.stop()
+        stalled.close()
+
+
+def _stalled_stream(port: int, headers: dict) -> socket.socket:
+    """A stream with a small receive buffer that reads its first message and then no more."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+    s.settimeout(10)
+    s.connect(("127.0.0.1", port))
+    s.sendall(
+        (
+            f"GET {STREAM} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+            + "\r\n"
+        ).encode()
+    )
+    seen = b""
+    while b"connection_established" not in seen:
+        seen += s.recv(4096)
+    return s
 
 
 def _gunicorn_exit(env: dict, *args: str) -> tuple[int, str]:
