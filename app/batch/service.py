@@ -24,9 +24,7 @@ from sqlalchemy import select
 
 from app.errors import DomainError, InvalidInput
 from app.extensions import db
-from app.jobs.schemas import DispatchSchema
 from app.lifecycle import service
-from app.lifecycle.reads import transition_dict
 from app.models import Job, Machine, Product
 from app.realtime import outbox
 
@@ -88,10 +86,10 @@ def _apply(item: dict, actor: str | None) -> dict:
         "success": True,
         "previousState": outcome.previous_state,
         "newState": outcome.new_state,
-        "transition": transition_dict(outcome.transition),
+        "transition": outcome.transition,
     }
     if outcome.dispatch is not None:
-        result["dispatch"] = DispatchSchema().dump(outcome.dispatch)
+        result["dispatch"] = outcome.dispatch
     return result
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from app.common.schemas import iso
 from app.errors import NotFound
@@ -47,27 +47,42 @@ def job_dict(job: Job) -> dict:
     }
 
 
+_P, _J, _M, _T = Product.__table__, Job.__table__, Machine.__table__, Transition.__table__
+_JOB_COLUMNS = [c for c in _J.c]
+_LIFECYCLE = {
+    "product": select(
+        _P.c.id, _P.c.name, _P.c.code, _P.c.state, _P.c.created_at, _P.c.state_changed_at
+    ).where(_P.c.id == bindparam("pid")),
+    "jobs": select(*_JOB_COLUMNS, _M.c.name.label("machine_name"), _M.c.status.label("status_"))
+    .join(_M, _M.c.id == _J.c.machine_id)
+    .where(_J.c.product_id == bindparam("pid"))
+    .order_by(_J.c.id),
+    "transitions": select(_T).where(_T.c.product_id == bindparam("pid")).order_by(_T.c.id),
+}
+
+
 def lifecycle(product_id: int) -> dict:
-    """Every stage (oldest first) and every transition of one product."""
-    product = get_product(product_id)
-    rows = db.session.execute(
-        select(Job, Machine.name, Machine.status)
-        .join(Machine, Machine.id == Job.machine_id)
-        .where(Job.product_id == product.id)
-        .order_by(Job.id)
-    ).all()
-    transitions = db.session.scalars(
-        select(Transition).where(Transition.product_id == product.id).order_by(Transition.id)
-    ).all()
+    """Every stage (oldest first) and every transition of one product.
+
+    Plain rows, no ORM objects: the write path returns this with every transition, so it is
+    read with three cached statements and built straight from the rows.
+    """
+    conn = db.session.connection()
+    params = {"pid": product_id}
+    product = conn.execute(_LIFECYCLE["product"], params).one_or_none()
+    if product is None:
+        raise NotFound(f"No product with id {product_id}.")
+    rows = conn.execute(_LIFECYCLE["jobs"], params).all()
+    transitions = conn.execute(_LIFECYCLE["transitions"], params).all()
     stages = []
-    for number, (job, machine_name, _status) in enumerate(rows, start=1):
+    for number, job in enumerate(rows, start=1):
         duration = (job.ended_at - job.created_at).total_seconds() if job.ended_at else None
         stages.append(
             {
                 "stageNumber": number,
                 "jobId": job.id,
                 "machineId": job.machine_id,
-                "machine": machine_name,
+                "machine": job.machine_name,
                 "stage": job.stage,
                 "state": job.state,
                 "operator": job.operator,
@@ -78,13 +93,12 @@ def lifecycle(product_id: int) -> dict:
             }
         )
     current_machine = current_job = None
-    if rows:
-        job, machine_name, machine_status = rows[-1]
-        current_job = job_dict(job)
-        current_machine = {"id": job.machine_id, "name": machine_name, "status": machine_status}
     stamps = [product.created_at, product.state_changed_at]
     if rows:
-        stamps.append(rows[-1][0].updated_at)
+        job = rows[-1]
+        current_job = job_dict(job)
+        current_machine = {"id": job.machine_id, "name": job.machine_name, "status": job.status_}
+        stamps.append(job.updated_at)
     if transitions:
         stamps.append(transitions[-1].created_at)
     return {

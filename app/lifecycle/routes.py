@@ -25,7 +25,7 @@ MESSAGES = {
 
 
 def _result(outcome: service.Outcome) -> dict:
-    name = outcome.product.name
+    name = outcome.product["name"]
     template = MESSAGES.get((outcome.action, outcome.reason)) or MESSAGES[outcome.action]
     body = {
         "success": True,
@@ -35,23 +35,11 @@ def _result(outcome: service.Outcome) -> dict:
         "action": outcome.action,
         "reason": outcome.reason,
         "timestamp": iso(outcome.timestamp),
-        "lifecycle": reads.lifecycle(outcome.product.id),
-        "transition": reads.transition_dict(outcome.transition),
+        "lifecycle": outcome.lifecycle,
+        "transition": outcome.transition,
     }
     if outcome.dispatch is not None:
-        d = outcome.dispatch
-        body["dispatch"] = {
-            "id": d.id,
-            "productId": d.product_id,
-            "productName": outcome.product.name,
-            "productCode": outcome.product.code,
-            "jobId": d.job_id,
-            "quantity": d.quantity,
-            "destination": d.destination,
-            "notes": d.notes,
-            "dispatchedBy": d.dispatched_by,
-            "createdAt": iso(d.created_at),
-        }
+        body["dispatch"] = outcome.dispatch
     return body
 
 

@@ -10,15 +10,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from types import SimpleNamespace
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, literal_column, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from app.common.schemas import MAX_ID
+from app.common.schemas import MAX_ID, iso
 from app.errors import Conflict, InvalidInput, NotFound
 from app.extensions import db
+from app.lifecycle.reads import transition_dict
 from app.models import (
     OFF,
     ON,
@@ -31,6 +33,7 @@ from app.models import (
     Transition,
     utcnow,
 )
+from app.observability import audit
 from app.realtime import outbox
 
 ACTION_EVENTS = {
@@ -43,19 +46,18 @@ MANUAL_STATUSES = ("maintenance", "offline")
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a state change did, for the view to render."""
+    """What a state change did, for the view to render: plain values read or written inside its
+    transaction, so rendering it costs no query after the commit."""
 
-    product: Product
+    product: dict  # id, name, code
     previous_state: str | None
     new_state: str
     action: str
     reason: str | None
-    transition: Transition
-    dispatch: Dispatch | None = None
-
-    @property
-    def timestamp(self) -> datetime:
-        return self.transition.created_at
+    transition: dict  # as reads.transition_dict gives it
+    timestamp: datetime
+    dispatch: dict | None = None  # as the API shows a dispatch
+    lifecycle: dict | None = None  # reads.lifecycle, read before the commit (change_state only)
 
 
 # --- transactions and locks -------------------------------------------------------------------
@@ -78,17 +80,6 @@ def _lock_product(product_id: int) -> Product:
 
 def _latest_job(product: Product) -> Job | None:
     return db.session.get(Job, product.latest_job_id) if product.latest_job_id else None
-
-
-def _check_job_id(product: Product, latest: Job | None, job_id: int | None) -> None:
-    if job_id is None or (latest is not None and latest.id == job_id):
-        return
-    if db.session.get(Job, job_id) is None:
-        raise NotFound(f"No job with id {job_id}.")
-    raise Conflict(
-        f"Job {job_id} is not the latest job of {product.name}"
-        + (f" (job {latest.id} is)." if latest else ".")
-    )
 
 
 # --- reading shapes shared with the stream ----------------------------------------------------
@@ -119,8 +110,6 @@ def dispatchable_rows(
         stmt = stmt.where(Product.id.in_(product_ids))
     if limit is not None:
         stmt = stmt.limit(limit)
-    from app.common.schemas import iso
-
     return [
         {
             "id": r.id,
@@ -186,11 +175,17 @@ def dispatchable_snapshot() -> tuple[str, int, int]:
         db.session.rollback()
 
 
-def _emit_dispatchable_change(*, added: list[int] = (), removed: list[int] = ()) -> None:
-    items = dispatchable_rows(list(added)) if added else []
+def _emit_dispatchable_change(
+    *, added: list[int] = (), removed: list[int] = (), items: list[dict] | None = None
+) -> None:
+    """A dispatchable_products_update: `items` as given, or read for the `added` ids. Its `count`
+    is filled in by the outbox under the lock that orders event commits (outbox.py), so every
+    delta's count is the one right after it, however many writers race."""
+    if items is None:
+        items = dispatchable_rows(list(added)) if added else []
     outbox.emit(
         "dispatchable_products_update",
-        {"added": items, "removed": list(removed), "count": live_count()},
+        {"added": items, "removed": list(removed), "count": outbox.LIVE_COUNT},
     )
 
 
@@ -281,9 +276,11 @@ def change_state(
     dispatch: dict | None = None,
 ) -> Outcome:
     """move_to_past (ON to OFF), reactivate (OFF to ON) or update_state to `new_state`."""
+    from app.lifecycle.reads import lifecycle
+
     _target_state(action, new_state)
     begin_write()
-    outcome = apply_change(
+    outcome, item = _apply(
         product_id=product_id,
         action=action,
         job_id=job_id,
@@ -293,9 +290,10 @@ def change_state(
         dispatch=dispatch,
     )
     if outcome.new_state == ON:
-        _emit_dispatchable_change(added=[product_id])
+        _emit_dispatchable_change(items=[item])
     else:
         _emit_dispatchable_change(removed=[product_id])
+    outcome = replace(outcome, lifecycle=lifecycle(product_id))  # under the row lock: exact
     outbox.commit()
     return outcome
 
@@ -308,6 +306,53 @@ def _target_state(action: str, new_state: str | None) -> str:
     if action == "update_state" and new_state not in (ON, OFF):
         raise InvalidInput("update_state needs newState 'ON' or 'OFF'.")
     return {"move_to_past": OFF, "reactivate": ON}.get(action, new_state)
+
+
+_P, _J, _M = Product.__table__, Job.__table__, Machine.__table__
+_T, _D = Transition.__table__, Dispatch.__table__
+
+
+def _locked_row(product_id: int):
+    """The product row, locked, with its latest job, that job's machine, and whether the machine
+    runs another ON job: all a state change needs."""
+    other = _J.alias("other")
+    other_on = (
+        select(other.c.id)
+        # 'ON' as a literal: a prepared statement's generic plan cannot use the partial index
+        # of ON jobs for a bound parameter, and then scans the machine's whole job history.
+        .where(other.c.machine_id == _M.c.id, other.c.state == literal_column("'ON'"))
+        .where(other.c.id != _P.c.latest_job_id)
+        .correlate(_M, _P)
+        .exists()
+    )
+    stmt = (
+        select(
+            _P.c.id,
+            _P.c.name,
+            _P.c.code,
+            _P.c.latest_job_id,
+            _J.c.state.label("job_state"),
+            _J.c.machine_id,
+            _J.c.stage,
+            _J.c.created_at.label("job_created_at"),
+            _J.c.quantity_produced,
+            _M.c.name.label("machine_name"),
+            _M.c.status.label("machine_status"),
+            other_on.label("machine_busy"),
+        )
+        .select_from(_P)
+        .outerjoin(_J, _J.c.id == _P.c.latest_job_id)
+        .outerjoin(_M, _M.c.id == _J.c.machine_id)
+        .where(_P.c.id == product_id)
+    )
+    conn = db.session.connection()
+    # Lock first, read after, in two statements: a locking SELECT that waited for the lock
+    # re-reads only the locked row, the joined job and machine would be the stale ones.
+    conn.execute(select(_P.c.id).where(_P.c.id == product_id).with_for_update())
+    row = conn.execute(stmt).one_or_none()
+    if row is None:
+        raise NotFound(f"No product with id {product_id}.")
+    return row
 
 
 def apply_change(
@@ -326,54 +371,135 @@ def apply_change(
     Every rule is checked before anything is written, so a DomainError leaves the transaction
     as it was and the caller may go on with it (a batch does).
     """
-    target = _target_state(action, new_state)
-    product = _lock_product(product_id)
-    job = _latest_job(product)
-    _check_job_id(product, job, job_id)
-    if job is None:
-        raise Conflict(f"{product.name} has no job yet; start one first.")
-    if job.state == target:
-        raise Conflict(_already(product, action, target))
+    return _apply(
+        product_id=product_id,
+        action=action,
+        job_id=job_id,
+        reason=reason,
+        new_state=new_state,
+        actor=actor,
+        dispatch=dispatch,
+    )[0]
 
+
+def _apply(*, product_id, action, job_id, reason, new_state, actor, dispatch):
+    """apply_change, also giving the product's dispatchable item as it is after the change.
+
+    The write path of every transition, so it is lean: one statement reads and locks all it
+    needs, then the job, the product, the Transition (and the Dispatch) are written by plain
+    statements: no ORM objects, and nothing read back after the commit.
+    """
+    target = _target_state(action, new_state)
+    row = _locked_row(product_id)
+    if job_id is not None and job_id != row.latest_job_id:
+        if db.session.get(Job, job_id) is None:
+            raise NotFound(f"No job with id {job_id}.")
+        raise Conflict(
+            f"Job {job_id} is not the latest job of {row.name}"
+            + (f" (job {row.latest_job_id} is)." if row.latest_job_id else ".")
+        )
+    if row.latest_job_id is None:
+        raise Conflict(f"{row.name} has no job yet; start one first.")
+    if row.job_state == target:
+        raise Conflict(_already(row.name, action, target))
+
+    conn = db.session.connection()
     now = utcnow()
+    previous = row.job_state
     if action == "move_to_past" and reason is None:
         reason = "manual"
     record = None
     if dispatch is not None:
-        record = Dispatch(
-            product_id=product.id,
-            job_id=job.id,
-            quantity=dispatch.get("quantity", job.quantity_produced),
-            destination=dispatch.get("destination"),
-            notes=dispatch.get("notes"),
-            dispatched_by=actor,
-            created_at=now,
-        )
-        db.session.add(record)
-    previous, transition = _write_transition(
-        product, job, to_state=target, action=action, reason=reason, actor=actor, now=now
+        record = {
+            "product_id": row.id,
+            "job_id": row.latest_job_id,
+            "quantity": dispatch.get("quantity", row.quantity_produced),
+            "destination": dispatch.get("destination"),
+            "notes": dispatch.get("notes"),
+            "dispatched_by": actor,
+            "created_at": now,
+        }
+        record["id"] = conn.execute(insert(_D).values(record).returning(_D.c.id)).scalar_one()
+    conn.execute(
+        update(_J)
+        .where(_J.c.id == row.latest_job_id)
+        .values(state=target, updated_at=now, ended_at=now if target == OFF else None)
     )
-    db.session.flush()
+    conn.execute(update(_P).where(_P.c.id == row.id).values(state=target, state_changed_at=now))
+    transition = {
+        "product_id": row.id,
+        "job_id": row.latest_job_id,
+        "from_state": previous,
+        "to_state": target,
+        "action": action,
+        "reason": reason,
+        "actor": actor,
+        "created_at": now,
+    }
+    transition["id"] = conn.execute(insert(_T).values(transition).returning(_T.c.id)).scalar_one()
+    audit.note_transition(db.session, transition, product_name=row.name)
     payload = {
-        "productId": product.id,
-        "productName": product.name,
-        "jobId": job.id,
+        "productId": row.id,
+        "productName": row.name,
+        "jobId": row.latest_job_id,
         "previousState": previous,
         "newState": target,
         "action": action,
         "reason": reason,
         "actor": actor,
-        "transitionId": transition.id,
+        "transitionId": transition["id"],
     }
     if record is not None:
         payload["dispatch"] = {
-            "id": record.id,
-            "quantity": record.quantity,
-            "destination": record.destination,
+            "id": record["id"],
+            "quantity": record["quantity"],
+            "destination": record["destination"],
         }
     outbox.emit(ACTION_EVENTS[action], payload)
-    _refresh_machine(job.machine, now)
-    return Outcome(product, previous, target, action, reason, transition, record)
+    if row.machine_status not in MANUAL_STATUSES:
+        status = "running" if (target == ON or row.machine_busy) else "idle"
+        if status != row.machine_status:
+            machine = db.session.get(Machine, row.machine_id)
+            _set_machine_status(machine, status, now)
+    item = {
+        "id": row.id,
+        "name": row.name,
+        "code": row.code,
+        "process": row.machine_name,
+        "machineId": row.machine_id,
+        "jobId": row.latest_job_id,
+        "stage": row.stage,
+        "status": ON,
+        "createdAt": iso(row.job_created_at),
+        "quantityProduced": row.quantity_produced,
+    }
+    product = {"id": row.id, "name": row.name, "code": row.code}
+    outcome = Outcome(
+        product=product,
+        previous_state=previous,
+        new_state=target,
+        action=action,
+        reason=reason,
+        transition=transition_dict(SimpleNamespace(**transition)),
+        timestamp=now,
+        dispatch=_dispatch_dict(record, product) if record is not None else None,
+    )
+    return outcome, item
+
+
+def _dispatch_dict(record: dict, product: dict) -> dict:
+    return {
+        "id": record["id"],
+        "productId": record["product_id"],
+        "productName": product["name"],
+        "productCode": product["code"],
+        "jobId": record["job_id"],
+        "quantity": record["quantity"],
+        "destination": record["destination"],
+        "notes": record["notes"],
+        "dispatchedBy": record["dispatched_by"],
+        "createdAt": iso(record["created_at"]),
+    }
 
 
 def emit_dispatchable_delta(product_ids: Iterable[int]) -> None:
@@ -384,18 +510,15 @@ def emit_dispatchable_delta(product_ids: Iterable[int]) -> None:
         return
     items = dispatchable_rows(ids)
     live = {item["id"] for item in items}
-    outbox.emit(
-        "dispatchable_products_update",
-        {"added": items, "removed": [i for i in ids if i not in live], "count": live_count()},
-    )
+    _emit_dispatchable_change(items=items, removed=[i for i in ids if i not in live])
 
 
-def _already(product: Product, action: str, target: str) -> str:
+def _already(name: str, action: str, target: str) -> str:
     if action == "move_to_past":
-        return f"{product.name} is not live: it is already past."
+        return f"{name} is not live: it is already past."
     if action == "reactivate":
-        return f"{product.name} is already live."
-    return f"{product.name} is already {target}."
+        return f"{name} is already live."
+    return f"{name} is already {target}."
 
 
 def dispatch(

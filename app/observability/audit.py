@@ -2,7 +2,8 @@
 
 The lifecycle service is the one place transitions happen, and each of its writes ends in one
 commit. Rather than a call after each commit, this module hooks that commit: rows of Transition
-and Event inserted by a flush are noted on the session, and when the session commits they are
+inserted by a flush, and the Transition and Event rows the service and the outbox insert with
+plain statements (note_transition, note_event), are noted on the session; when it commits they are
 counted (trackopz_transitions_total, trackopz_events_committed_total) and every transition is
 logged with product, job, from, to, action, actor and reason. A rolled-back transaction's rows
 are forgotten: what is logged is exactly what the audit table holds.
@@ -14,7 +15,7 @@ import logging
 
 from sqlalchemy import event, inspect
 
-from app.models import Event, Product, Transition
+from app.models import Product, Transition
 from app.observability import metrics
 
 log = logging.getLogger("trackopz.transitions")
@@ -26,6 +27,27 @@ def _noted(session) -> dict:
     return session.info.setdefault(_KEY, {"transitions": [], "events": []})
 
 
+def note_transition(session, row: dict, *, product_name: str | None = None) -> None:
+    """A Transition row written in `session`'s transaction (by the ORM or by a statement)."""
+    _noted(session)["transitions"].append(
+        {
+            "transition": row["id"],
+            "product": row["product_id"],
+            "product_name": product_name,
+            "job": row["job_id"],
+            "from": row["from_state"],
+            "to": row["to_state"],
+            "action": row["action"],
+            "actor": row["actor"],
+            "reason": row["reason"],
+        }
+    )
+
+
+def note_event(session, type_: str) -> None:
+    _noted(session)["events"].append(type_)
+
+
 def _on_transition_insert(_mapper, _connection, target: Transition) -> None:
     from sqlalchemy.orm import object_session
 
@@ -34,27 +56,8 @@ def _on_transition_insert(_mapper, _connection, target: Transition) -> None:
         return
     product = session.identity_map.get(session.identity_key(Product, target.product_id))
     name = inspect(product).dict.get("name") if product is not None else None
-    _noted(session)["transitions"].append(
-        {
-            "transition": target.id,
-            "product": target.product_id,
-            "product_name": name,
-            "job": target.job_id,
-            "from": target.from_state,
-            "to": target.to_state,
-            "action": target.action,
-            "actor": target.actor,
-            "reason": target.reason,
-        }
-    )
-
-
-def _on_event_insert(_mapper, _connection, target: Event) -> None:
-    from sqlalchemy.orm import object_session
-
-    session = object_session(target)
-    if session is not None:
-        _noted(session)["events"].append(target.type)
+    fields = ("id", "product_id", "job_id", "from_state", "to_state", "action", "actor", "reason")
+    note_transition(session, {f: getattr(target, f) for f in fields}, product_name=name)
 
 
 def _after_commit(session) -> None:
@@ -88,7 +91,6 @@ def init_audit() -> None:
 
     for target, name, fn in (
         (Transition, "after_insert", _on_transition_insert),
-        (Event, "after_insert", _on_event_insert),
         (Session, "after_commit", _after_commit),
         (Session, "after_rollback", _after_rollback),
     ):

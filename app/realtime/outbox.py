@@ -17,13 +17,14 @@ import json
 import logging
 from datetime import datetime
 
-from sqlalchemy import text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.common.schemas import iso
 from app.extensions import broker, db
-from app.models import Event, utcnow
+from app.models import Event, Product, utcnow
+from app.observability import audit
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,16 @@ def event_json(type_: str, payload: dict, created_at: datetime) -> str:
     )
 
 
-def emit(type_: str, payload: dict) -> Event:
-    """Add an event to the current transaction: inserted when it commits, published after."""
-    event = Event(type=type_, payload=payload, created_at=utcnow())
-    db.session.info.setdefault(PENDING, []).append(event)
-    return event
+LIVE_COUNT = object()  # a payload's "count" to be filled with the number of live products
+
+
+def emit(type_: str, payload: dict) -> None:
+    """Add an event to the current transaction: inserted when it commits, published after.
+
+    A payload whose "count" is LIVE_COUNT gets the number of live products, counted under the
+    event lock (see _write_pending): the count as of this event, not as of some racing writer's.
+    """
+    db.session.info.setdefault(PENDING, []).append((type_, payload))
 
 
 def commit() -> list[tuple[int, str]]:
@@ -79,15 +85,27 @@ def _write_pending(session) -> None:
     # The transaction's other changes go first: every row lock it needs is taken before the
     # event lock, so the event lock is never held while waiting for a row.
     session.flush()
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENT_LOCK_KEY})
-    now = utcnow()
-    for event in pending:
-        event.created_at = now  # commit order: created_at rises with the id, prune cuts a prefix
-    session.add_all(pending)
-    session.flush()
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENT_LOCK_KEY})
+    counted = [payload for _, payload in pending if payload.get("count") is LIVE_COUNT]
+    if counted:
+        live = conn.execute(_LIVE_COUNT).scalar_one()
+        for payload in counted:
+            payload["count"] = live
+    now = utcnow()  # commit order: created_at rises with the id, prune cuts a prefix
+    rows = [{"type": type_, "payload": payload, "created_at": now} for type_, payload in pending]
+    ids = conn.execute(
+        insert(_EVENTS).returning(_EVENTS.c.id, sort_by_parameter_order=True), rows
+    ).scalars()
     written = session.info.setdefault(WRITTEN, [])
-    written.extend((e.id, event_json(e.type, e.payload, e.created_at)) for e in pending)
+    for event_id, row in zip(ids, rows, strict=True):
+        written.append((event_id, event_json(row["type"], row["payload"], now)))
+        audit.note_event(session, row["type"])
+
+
+_EVENTS = Event.__table__
+_LIVE_COUNT = select(func.count()).select_from(Product.__table__).where(Product.state == "ON")
 
 
 def _publish_committed(session) -> None:

@@ -135,3 +135,35 @@ def test_one_idempotency_key_sent_twenty_times_at_once_writes_once(app, client, 
     bodies = {r.get_data() for r in responses if r.status_code == 200}
     assert len(bodies) == 1
     assert count("transitions", "action = 'move_to_past'") == 1
+
+
+def test_twenty_products_moved_at_once_each_delta_counts_the_list_after_it(
+    app, client, make, db, pg_only
+):
+    """The dispatch page's count comes from the deltas: taken in event order, each delta's
+    count is the number of live products right after it, however the writers raced."""
+    from sqlalchemy import select
+
+    from app.models import Event
+
+    products = [make.live_product()[0] for _ in range(N)]
+    live_before = ok(client.get("/api/live-products/dispatchable"))["count"]
+    requests = [
+        (lambda c, pid=p["id"]: c.post("/api/products/lifecycle", json=_past(pid)))
+        for p in products
+    ]
+    assert codes(fire(app, client, requests)) == {200: N}
+    counts = db.session.scalars(
+        select(Event.payload)
+        .where(Event.type == "dispatchable_products_update")
+        .order_by(Event.id.desc())
+        .limit(N)
+    ).all()
+    assert [p["count"] for p in reversed(counts)] == list(
+        range(live_before - 1, live_before - N - 1, -1)
+    )
+    assert ok(client.get("/api/live-products/dispatchable"))["count"] == live_before - N
+
+
+def _past(product_id: int) -> dict:
+    return {"productId": product_id, "action": "move_to_past"}
