@@ -117,7 +117,7 @@ def stream():
     )
 
     def generate():
-        nonlocal cursor
+        nonlocal cursor, first, replay
         watcher = _watch_disconnect(sock, client) if sock is not None else None
         try:
             chunk = [first]
@@ -125,8 +125,13 @@ def stream():
                 if event_id > cursor:
                     chunk.append(data)
                     cursor = event_id
+            # The first message holds the whole list (tens of KB): an idle stream must not keep
+            # it alive for hours in this generator's closure.
+            first = replay = None
             yield b"".join(chunk)
+            chunk = None
             if direct:
+                yield b""  # the server holds the last item it wrote: let that be this, not the list
                 client.go_direct(cursor)
                 _write_direct(client, sock, keepalive)
                 return
