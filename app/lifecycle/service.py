@@ -346,9 +346,19 @@ def _locked_row(product_id: int):
         .where(_P.c.id == product_id)
     )
     conn = db.session.connection()
-    # Lock first, read after, in two statements: a locking SELECT that waited for the lock
-    # re-reads only the locked row, the joined job and machine would be the stale ones.
+    # Lock first, read after: a locking SELECT that waited for its lock re-reads only the locked
+    # row; a joined job or machine, or the "another ON job" test, would be the stale ones.
     conn.execute(select(_P.c.id).where(_P.c.id == product_id).with_for_update())
+    # The machine of its latest job too (after the product, as every path takes them): whether
+    # the machine still runs anything depends on other products' jobs on it, so transitions on
+    # one machine take turns; otherwise two racing ones could both leave it "running" or "idle".
+    latest_machine = (
+        select(_J.c.machine_id)
+        .join(_P, _P.c.latest_job_id == _J.c.id)
+        .where(_P.c.id == product_id)
+        .scalar_subquery()
+    )
+    conn.execute(select(_M.c.id).where(_M.c.id == latest_machine).with_for_update())
     row = conn.execute(stmt).one_or_none()
     if row is None:
         raise NotFound(f"No product with id {product_id}.")
@@ -568,6 +578,13 @@ def start_job(
     """Start a job; a running latest job is finished in the same transaction (the next stage)."""
     begin_write()
     product = _lock_product(product_id)
+    # Both machines whose status this may change, in id order (see _locked_row).
+    machine_ids = {machine_id}
+    if product.latest_job_id is not None:
+        machine_ids.add(_latest_job(product).machine_id)
+    db.session.execute(
+        select(Machine.id).where(Machine.id.in_(machine_ids)).order_by(Machine.id).with_for_update()
+    ).all()
     machine = db.session.get(Machine, machine_id)
     if machine is None:
         raise NotFound(f"No machine with id {machine_id}.")

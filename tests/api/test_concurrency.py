@@ -167,3 +167,27 @@ def test_twenty_products_moved_at_once_each_delta_counts_the_list_after_it(
 
 def _past(product_id: int) -> dict:
     return {"productId": product_id, "action": "move_to_past"}
+
+
+@pytest.mark.parametrize("reactivated, status", [(0, "idle"), (N // 2, "running")])
+def test_products_on_one_machine_change_at_once_and_the_machine_status_is_right(
+    app, client, make, pg_only, reactivated, status
+):
+    """A machine runs while any of its jobs is ON. N products on one machine change together:
+    all go past (it ends idle), or half go past while the other half come back (it runs). Each
+    transition must see the others' committed jobs, not a snapshot from before them."""
+    machine = make.machine()
+    products = [make.product() for _ in range(N)]
+    for p in products:
+        make.job(p["id"], machine["id"])
+    for p in products[:reactivated]:
+        ok(client.post("/api/products/lifecycle", json=_past(p["id"])))
+
+    def change(p, action):
+        body = {"productId": p["id"], "action": action}
+        return lambda c: c.post("/api/products/lifecycle", json=body)
+
+    requests = [change(p, "reactivate") for p in products[:reactivated]]
+    requests += [change(p, "move_to_past") for p in products[reactivated:]]
+    assert codes(fire(app, client, requests)) == {200: N}
+    assert ok(client.get(f"/api/machines/{machine['id']}"))["machine"]["status"] == status
