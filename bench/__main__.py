@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("files", nargs="*", help="render: result JSON files to write into the doc")
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     ap.add_argument(
-        "--source", default="head", help="head (default: a clean export of HEAD), tree, or a path"
+        "--source",
+        default="head",
+        help="head (default: a clean export of HEAD), tree, a path, or a commit",
     )
     ap.add_argument(
         "--patch",

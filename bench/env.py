@@ -95,7 +95,8 @@ def resolve_source(spec: str, patches: list[str] | None = None) -> Source:
 
 
 def _resolve_source(spec: str) -> Source:
-    """`tree` (the work tree as it is), `head` (git archive of HEAD), or a path to a tree."""
+    """`tree` (the work tree as it is), `head` (git archive of HEAD), a path to a tree, or a
+    commit (git archive of it)."""
     rev = git("rev-parse", "--short", "HEAD")
     if spec == "tree":
         dirty = bool(
@@ -105,18 +106,27 @@ def _resolve_source(spec: str) -> Source:
             REPO, "work tree" + (" (uncommitted changes in app/)" if dirty else ""), rev, dirty
         )
     if spec == "head":
-        dest = RESULTS_DIR / f"src-{rev}"
-        if not (dest / "wsgi.py").exists():
-            dest.mkdir(parents=True, exist_ok=True)
-            archive = subprocess.run(
-                ["git", "archive", "HEAD"], cwd=REPO, capture_output=True, check=True
-            ).stdout
-            subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-        return Source(dest, f"clean export of HEAD {rev}", rev)
+        return Source(_export("HEAD", rev), f"clean export of HEAD {rev}", rev)
     path = Path(spec).resolve()
-    if not (path / "wsgi.py").exists():
-        raise SystemExit(f"--source {spec}: no wsgi.py there")
-    return Source(path, f"tree at {path}", rev, True)
+    if (path / "wsgi.py").exists():
+        return Source(path, f"tree at {path}", rev, True)
+    try:  # a commit: a before/after pair in one session, e.g. --source HEAD~2
+        rev = git("rev-parse", "--short", spec + "^{commit}")
+    except subprocess.CalledProcessError:
+        raise SystemExit(f"--source {spec}: neither head, tree, a path nor a commit") from None
+    return Source(_export(rev, rev), f"clean export of {rev}", rev)
+
+
+def _export(treeish: str, rev: str) -> Path:
+    """`git archive` of a commit into bench/results, once per commit."""
+    dest = RESULTS_DIR / f"src-{rev}"
+    if not (dest / "wsgi.py").exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", treeish], cwd=REPO, capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
 
 
 # --- the machine -------------------------------------------------------------------------------
