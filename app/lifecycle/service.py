@@ -103,7 +103,9 @@ def dispatchable_rows(
         )
         .join(Job, Job.id == Product.latest_job_id)
         .join(Machine, Machine.id == Job.machine_id)
-        .where(Product.state == ON)
+        # A literal: a prepared statement's generic plan can then use the partial index of live
+        # products by name (ix_products_on_name_id) for the dashboard's first 50.
+        .where(Product.state == literal_column("'ON'"))
         .order_by(Product.name, Product.id)
     )
     if product_ids is not None:
@@ -205,11 +207,15 @@ def _set_machine_status(machine: Machine, status: str, now: datetime) -> None:
     previous = machine.status
     machine.status = status
     machine.updated_at = now
+    _machine_status_changed(machine.id, machine.name, previous, status)
+
+
+def _machine_status_changed(machine_id: int, name: str, previous: str, status: str) -> None:
     outbox.emit(
         "machine_status_changed",
         {
-            "machineId": machine.id,
-            "machineName": machine.name,
+            "machineId": machine_id,
+            "machineName": name,
             "previousStatus": previous,
             "status": status,
         },
@@ -265,35 +271,21 @@ def _audit(product, job, from_state, to_state, action, reason, actor, now) -> Tr
     return transition
 
 
-def change_state(
-    *,
-    product_id: int,
-    action: str,
-    job_id: int | None = None,
-    reason: str | None = None,
-    new_state: str | None = None,
-    actor: str | None = None,
-    dispatch: dict | None = None,
-) -> Outcome:
-    """move_to_past (ON to OFF), reactivate (OFF to ON) or update_state to `new_state`."""
+def change_state(**change) -> Outcome:
+    """move_to_past (ON to OFF), reactivate (OFF to ON) or update_state to `new_state`, in a
+    write transaction of its own, with its dispatchable_products_update; the keywords of _apply.
+    """
     from app.lifecycle.reads import lifecycle
 
-    _target_state(action, new_state)
+    _target_state(change["action"], change.get("new_state"))
     begin_write()
-    outcome, item = _apply(
-        product_id=product_id,
-        action=action,
-        job_id=job_id,
-        reason=reason,
-        new_state=new_state,
-        actor=actor,
-        dispatch=dispatch,
-    )
+    outcome, item = _apply(**change)
     if outcome.new_state == ON:
         _emit_dispatchable_change(items=[item])
     else:
-        _emit_dispatchable_change(removed=[product_id])
-    outcome = replace(outcome, lifecycle=lifecycle(product_id))  # under the row lock: exact
+        _emit_dispatchable_change(removed=[outcome.product["id"]])
+    # Read under the row lock, so exactly what this change left.
+    outcome = replace(outcome, lifecycle=lifecycle(outcome.product["id"]))
     outbox.commit()
     return outcome
 
@@ -345,6 +337,7 @@ def _locked_row(product_id: int):
         .outerjoin(_M, _M.c.id == _J.c.machine_id)
         .where(_P.c.id == product_id)
     )
+    db.session.flush()  # a caller's ORM changes (a batch's, a test's) are what this must read
     conn = db.session.connection()
     # Lock first, read after: a locking SELECT that waited for its lock re-reads only the locked
     # row; a joined job or machine, or the "another ON job" test, would be the stale ones.
@@ -365,7 +358,17 @@ def _locked_row(product_id: int):
     return row
 
 
-def apply_change(
+def apply_change(**change) -> Outcome:
+    """change_state's work inside the caller's open write transaction: no begin, no commit, and
+    no dispatchable_products_update (the caller emits one for all the products it changed).
+
+    Every rule is checked before anything is written, so a DomainError leaves the transaction
+    as it was and the caller may go on with it (a batch does).
+    """
+    return _apply(**change)[0]
+
+
+def _apply(
     *,
     product_id: int,
     action: str,
@@ -374,26 +377,9 @@ def apply_change(
     new_state: str | None = None,
     actor: str | None = None,
     dispatch: dict | None = None,
-) -> Outcome:
-    """change_state's work inside the caller's open write transaction: no begin, no commit, and
-    no dispatchable_products_update (the caller emits one for all the products it changed).
-
-    Every rule is checked before anything is written, so a DomainError leaves the transaction
-    as it was and the caller may go on with it (a batch does).
-    """
-    return _apply(
-        product_id=product_id,
-        action=action,
-        job_id=job_id,
-        reason=reason,
-        new_state=new_state,
-        actor=actor,
-        dispatch=dispatch,
-    )[0]
-
-
-def _apply(*, product_id, action, job_id, reason, new_state, actor, dispatch):
-    """apply_change, also giving the product's dispatchable item as it is after the change.
+) -> tuple[Outcome, dict]:
+    """One state change (see change_state), also giving the product's dispatchable item as it is
+    after the change.
 
     The write path of every transition, so it is lean: one statement reads and locks all it
     needs, then the job, the product, the Transition (and the Dispatch) are written by plain
@@ -469,8 +455,12 @@ def _apply(*, product_id, action, job_id, reason, new_state, actor, dispatch):
     if row.machine_status not in MANUAL_STATUSES:
         status = "running" if (target == ON or row.machine_busy) else "idle"
         if status != row.machine_status:
-            machine = db.session.get(Machine, row.machine_id)
-            _set_machine_status(machine, status, now)
+            # A statement, like the rest: the next change of an atomic batch and the lifecycle
+            # read for the response see it at once (an ORM change would wait for a flush).
+            conn.execute(
+                update(_M).where(_M.c.id == row.machine_id).values(status=status, updated_at=now)
+            )
+            _machine_status_changed(row.machine_id, row.machine_name, row.machine_status, status)
     item = {
         "id": row.id,
         "name": row.name,

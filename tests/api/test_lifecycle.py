@@ -342,3 +342,21 @@ def test_nothing_is_ever_deleted(client, make, count, dump):
     assert len(doc["transitions"]) == count("transitions", "product_id = :p", p=product["id"])
     # the transitions before the dispatch are all still there, unchanged
     assert rows["transitions"] == after["transitions"][: len(rows["transitions"])]
+
+
+def test_the_lifecycle_in_a_transitions_answer_shows_the_machine_as_the_change_left_it(
+    client, make
+):
+    product, machine, _ = make.live_product()
+    body = client.post(
+        "/api/products/lifecycle", json={"productId": product["id"], "action": "move_to_past"}
+    ).get_json()
+    assert body["lifecycle"]["currentMachine"]["status"] == "idle"
+    assert (
+        body["lifecycle"]
+        == client.get(f"/api/products/lifecycle?productId={product['id']}").get_json()["lifecycle"]
+    )
+    again = client.post(
+        "/api/products/lifecycle", json={"productId": product["id"], "action": "reactivate"}
+    ).get_json()
+    assert again["lifecycle"]["currentMachine"]["status"] == "running"

@@ -285,3 +285,30 @@ def test_concurrent_atomic_batches_in_opposite_orders_never_deadlock(app, client
             select(func.count()).select_from(Transition).where(Transition.action == "move_to_past")
         )
     assert moved == 15
+
+
+def test_atomic_batch_that_stops_and_restarts_a_machines_only_job_leaves_it_running(
+    app, client, make
+):
+    """Each item sees what the items before it did, the machine's status included."""
+    product, machine, _ = make.live_product()
+    start = _last_event_id(app)
+    response = client.post(
+        "/api/products/lifecycle/batch",
+        json={
+            "atomic": True,
+            "actions": [
+                {"productId": product["id"], "action": "move_to_past"},
+                {"productId": product["id"], "action": "reactivate"},
+            ],
+        },
+    )
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["applied"] is True
+    assert client.get(f"/api/machines/{machine['id']}").get_json()["machine"]["status"] == "running"
+    changes = [
+        (e.payload["previousStatus"], e.payload["status"])
+        for e in _events_after(app, start)
+        if e.type == "machine_status_changed"
+    ]
+    assert changes == [("running", "idle"), ("idle", "running")]
