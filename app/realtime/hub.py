@@ -51,6 +51,7 @@ class Client:
         "cursor",
         "rest",
         "send",
+        "wrote",
     )
 
     def __init__(self, bound: int):
@@ -67,6 +68,7 @@ class Client:
         self.cursor = 0  # direct mode: the newest event id written to this client
         self.rest = b""  # direct mode: the unsent end of a chunk the hub could only partly send
         self.send = None  # direct mode: the socket's non-blocking send
+        self.wrote = 0.0  # direct mode: when something was last written (for keepalives)
 
     def go_direct(self, cursor: int) -> None:
         """From now on the hub writes this client's chunks itself (see the class docstring)."""
@@ -83,8 +85,10 @@ class Client:
         self.wakeup.set()
         return True
 
-    def push_chunk(self, event_id: int, data: bytes, chunk: bytes) -> bool:
+    def push_chunk(self, event_id: int, data: bytes, chunk: bytes, now: float) -> bool:
         """Direct mode: send `chunk` now if the client is idle, else queue `data` for it."""
+        if self.closed:
+            return False
         if self.busy or self.pending or self.rest:
             return self.push(event_id, data)
         try:
@@ -95,6 +99,7 @@ class Client:
             self.close("client went away")
             return False
         self.cursor = event_id
+        self.wrote = now
         if sent < len(chunk):
             self.rest = chunk[sent:]  # its greenlet sends the rest, before anything newer
             self.wakeup.set()
@@ -343,9 +348,10 @@ class Hub:
         dropped = 0
         gone = False
         chunk = b"%X\r\n%s\r\n" % (len(data), data)  # HTTP/1.1 chunk, framed once per worker
+        now = time.monotonic()
         for client in list(self.clients):
             if client.direct:
-                if event_id <= client.cursor or client.push_chunk(event_id, data, chunk):
+                if event_id <= client.cursor or client.push_chunk(event_id, data, chunk, now):
                     continue
             elif client.push(event_id, data):
                 continue

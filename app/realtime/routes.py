@@ -77,7 +77,7 @@ def stream():
         lease.release()
         raise
     try:
-        snapshot_id, items_json, count = _shared_snapshot()
+        snapshot_id, items_json, count = _shared_snapshot(after)
         replay: list[tuple[int, bytes]] = []
         resync = False
         if after is not None:
@@ -110,16 +110,20 @@ def stream():
     app = current_app._get_current_object()
     # gunicorn frames a GET's HTTP/1.1 body of unknown length in chunks: past the first message
     # the stream writes its own chunks, so the hub may write to an idle stream's socket itself.
+    # Only on a plain TCP socket: through gunicorn's own TLS the raw socket is not the stream.
     direct = (
         sock is not None
         and request.method == "GET"
         and request.environ.get("SERVER_PROTOCOL") == "HTTP/1.1"
+        and not hasattr(sock, "getpeercert")
     )
 
     def generate():
         nonlocal cursor, first, replay
-        watcher = _watch_disconnect(sock, client) if sock is not None else None
+        watcher = None
         try:
+            if sock is not None:
+                watcher = _watch_disconnect(sock, client)
             chunk = [first]
             for event_id, data in replay:
                 if event_id > cursor:
@@ -172,18 +176,20 @@ KEEPALIVE = b": keepalive\n\n"
 KEEPALIVE_CHUNK = b"%X\r\n%s\r\n" % (len(KEEPALIVE), KEEPALIVE)
 
 
-def _shared_snapshot() -> tuple[int, bytes, int]:
+def _shared_snapshot(after: int | None) -> tuple[int, bytes, int]:
     """(event id, dispatchable list as JSON, its length), shared by this worker's new streams
     while nothing changes.
 
     A snapshot taken at event id S stays right for a client registered with the hub while the
     hub's last delivered id is still S: every later event reaches that client through the hub.
     So a reconnect storm costs one query and no JSON encoding per worker, not one per client.
+    A client that has seen more than this worker's hub (it comes from a worker that was ahead)
+    gets a snapshot read now: one at S would look older than its Last-Event-ID, a resync.
     """
     from app.lifecycle.service import dispatchable_snapshot
 
     cached = hub.snapshot
-    if cached is not None and cached[0] == hub.last_id:
+    if cached is not None and cached[0] == hub.last_id and (after is None or after <= cached[0]):
         return cached
     body, count, snapshot_id = dispatchable_snapshot()
     snapshot = (snapshot_id, body.encode(), count)
@@ -195,10 +201,9 @@ def _shared_snapshot() -> tuple[int, bytes, int]:
 def _write_direct(client, sock, keepalive: float) -> None:
     """A direct-mode stream's own loop: the hub sends to the socket while this greenlet sleeps;
     it wakes only to finish what the hub could not send at once, and for keepalives."""
-    wrote = time.monotonic()
-    seen = client.cursor
+    client.wrote = time.monotonic()
     while not client.closed:
-        items = client.take(max(0.0, wrote + keepalive - time.monotonic()))
+        items = client.take(max(0.0, client.wrote + keepalive - time.monotonic()))
         client.busy = True
         try:
             parts = [client.rest] if client.rest else []
@@ -207,18 +212,21 @@ def _write_direct(client, sock, keepalive: float) -> None:
                 if event_id > client.cursor:
                     parts.append(b"%X\r\n%s\r\n" % (len(data), data))
                     client.cursor = event_id
-            if client.cursor != seen:  # the hub wrote, or is about to: that counts as traffic
-                seen = client.cursor
-                wrote = time.monotonic()
-            elif not parts and not client.closed and time.monotonic() - wrote >= keepalive:
+            now = time.monotonic()
+            if not parts and not client.closed and now - client.wrote >= keepalive:
                 parts.append(KEEPALIVE_CHUNK)
             if parts:
                 sock.sendall(b"".join(parts))
-                wrote = time.monotonic()
+                client.wrote = time.monotonic()
         except OSError:
             client.close("client went away")
         finally:
             client.busy = False
+    if client.rest and client.reason == "server stopping":
+        try:  # end the chunk the hub began, so the body the server ends stays well-formed
+            sock.sendall(client.rest)
+        except OSError:
+            pass
 
 
 def _watch_disconnect(sock, client):

@@ -74,3 +74,28 @@ def test_repeated_and_old_ids_are_not_delivered_again(app, client, make, db):
         assert [int(m["id"]) for m in stream.messages(3)] == event_ids(db, after=last)
     finally:
         stream.close()
+
+
+def test_a_client_ahead_of_this_workers_hub_resumes_without_a_resync(app, client, make, db):
+    """A page that saw event N on a worker that was ahead reconnects here while this hub is
+    still at N-k: it gets no resync and nothing twice, only what follows N."""
+    product, _, _ = make.live_product()
+    first = Stream(client)  # this worker's snapshot is now cached at the hub's last id
+    try:
+        first.messages(1)
+    finally:
+        first.close()
+    for i in range(3):  # committed, not published yet: this hub has not seen them
+        db.session.add(Event(type="machine_status_changed", payload={"n": i}, created_at=utcnow()))
+    db.session.commit()
+    seen = event_ids(db)[-1]
+    again = Stream(client, headers={"Last-Event-ID": str(seen)})
+    try:
+        (hello,) = again.messages(1)
+        assert "resync" not in hello["json"]["data"]
+        assert hello["json"]["data"]["lastEventId"] == seen
+        assert make.action(product["id"], "move_to_past").status_code == 200
+        got = [int(m["id"]) for m in again.messages(3)]
+        assert got == event_ids(db, after=seen)
+    finally:
+        again.close()

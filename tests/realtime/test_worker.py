@@ -94,6 +94,32 @@ def test_a_two_second_database_call_does_not_delay_keepalives_or_other_requests(
     reader.join(10)
 
 
+def test_keepalives_keep_their_interval_after_an_event_the_hub_wrote_itself(one_worker, http):
+    """The hub writes an idle stream's events straight to its socket; the stream's keepalive
+    clock must count from that write, or an idle page would hear nothing for up to twice
+    SSE_KEEPALIVE_SECONDS (1 s here) after an event, and a proxy's read timeout draws closer."""
+    host = one_worker
+    shop = Shop(host.url, http())
+    (product,) = shop.live_products(1, [shop.machine()])
+    reader = StreamReader(host.url, http, reconnect=False, name="sse-keepalive")
+    reader.start()
+    try:
+        assert reader.ready.wait(15)
+        deadline = time.monotonic() + 5
+        while reader.keepalives < 2:  # settled into the idle rhythm
+            assert time.monotonic() < deadline, "no keepalives"
+            time.sleep(0.02)
+        time.sleep(0.1)  # just after a keepalive: the worst moment for the old clock
+        assert shop.toggle(product).status_code == 200
+        time.sleep(3)
+        times = [t for t in reader.chunk_times if t >= reader.chunk_times[-1] - 3.2]
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        assert len(times) >= 3 and max(gaps) < 1.6, gaps
+    finally:
+        reader.stop()
+    reader.join(10)
+
+
 def _open_streams(port: int, n: int, headers: dict, batch: int = 50) -> list[socket.socket]:
     """`n` raw connections, each with its stream's first message read; opened `batch` at a
     time (pages load over a moment, not in one instant: a burst of hundreds of stream opens
