@@ -207,3 +207,12 @@ def test_the_workpanel_works_from_the_keyboard(stack, api, open_page):
     page.keyboard.press("Enter")
     expect(page.get_by_test_id("details-panel")).to_be_hidden()
     expect(card(page, "live", product["id"])).to_be_focused()
+
+
+def test_a_live_update_does_not_take_the_keyboard_focus_off_a_card(stack, api, open_page):
+    product = api.live_product()
+    page = open_page(stack.hosts[0].url + "/workpanel", "olga")
+    card(page, "live", product["id"]).focus()
+    other = api.live_product()  # the stream brings it, and the list is drawn again
+    expect(card(page, "live", other["id"])).to_be_visible()
+    expect(card(page, "live", product["id"])).to_be_focused()

@@ -69,7 +69,11 @@
 
   function renderList(kind, products) {
     const list = T.$(`[data-list="${kind}"]`);
+    // A live update must not take the keyboard focus away from the card it was on.
+    const focused = list.contains(document.activeElement) ? document.activeElement.dataset.productId : null;
     list.replaceChildren(...products.map((p) => productCard(p, kind)));
+    const again = focused ? T.$(`[data-product-id="${focused}"]`, list) : null;
+    if (again) again.focus({ preventScroll: true });
     list.removeAttribute('aria-busy');
     T.$(`[data-count="${kind}"]`).textContent = products.length;
     T.setEmpty(kind, products.length === 0);
