@@ -14,13 +14,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from types import SimpleNamespace
 
-from sqlalchemy import func, insert, literal_column, select, text, update
+from sqlalchemy import bindparam, func, insert, literal_column, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from app.common.schemas import MAX_ID, iso
 from app.errors import Conflict, InvalidInput, NotFound
 from app.extensions import db
-from app.lifecycle.reads import transition_dict
+from app.jobs.schemas import DispatchSchema
+from app.lifecycle.reads import lifecycle, transition_dict
 from app.models import (
     OFF,
     ON,
@@ -112,21 +113,24 @@ def dispatchable_rows(
         stmt = stmt.where(Product.id.in_(product_ids))
     if limit is not None:
         stmt = stmt.limit(limit)
-    return [
-        {
-            "id": r.id,
-            "name": r.name,
-            "code": r.code,
-            "process": r.process,
-            "machineId": r.machine_id,
-            "jobId": r.job_id,
-            "stage": r.stage,
-            "status": ON,
-            "createdAt": iso(r.created_at),
-            "quantityProduced": r.quantity_produced,
-        }
-        for r in db.session.execute(stmt)
-    ]
+    return [_item(r) for r in db.session.execute(stmt)]
+
+
+def _item(r) -> dict:
+    """A live product as a dispatchable item, from a row with dispatchable_rows' columns (the
+    same keys _DISPATCHABLE_JSON builds in PostgreSQL)."""
+    return {
+        "id": r.id,
+        "name": r.name,
+        "code": r.code,
+        "process": r.process,
+        "machineId": r.machine_id,
+        "jobId": r.job_id,
+        "stage": r.stage,
+        "status": ON,
+        "createdAt": iso(r.created_at),
+        "quantityProduced": r.quantity_produced,
+    }
 
 
 _DISPATCHABLE_JSON = """
@@ -153,10 +157,6 @@ def dispatchable_json() -> tuple[str, int]:
         return body, count
     items = dispatchable_rows()
     return json.dumps(items, separators=(",", ":")), len(items)
-
-
-def live_count() -> int:
-    return db.session.scalar(select(func.count()).select_from(Product).where(Product.state == ON))
 
 
 def last_event_id() -> int:
@@ -275,8 +275,6 @@ def change_state(**change) -> Outcome:
     """move_to_past (ON to OFF), reactivate (OFF to ON) or update_state to `new_state`, in a
     write transaction of its own, with its dispatchable_products_update; the keywords of _apply.
     """
-    from app.lifecycle.reads import lifecycle
-
     _target_state(change["action"], change.get("new_state"))
     begin_write()
     outcome, item = _apply(**change)
@@ -304,9 +302,9 @@ _P, _J, _M = Product.__table__, Job.__table__, Machine.__table__
 _T, _D = Transition.__table__, Dispatch.__table__
 
 
-def _locked_row(product_id: int):
-    """The product row, locked, with its latest job, that job's machine, and whether the machine
-    runs another ON job: all a state change needs."""
+def _change_statements():
+    """The statements of _locked_row, built once: the write path only binds the product id."""
+    pid = bindparam("pid")
     other = _J.alias("other")
     other_on = (
         select(other.c.id)
@@ -317,42 +315,55 @@ def _locked_row(product_id: int):
         .correlate(_M, _P)
         .exists()
     )
-    stmt = (
+    read = (
         select(
             _P.c.id,
             _P.c.name,
             _P.c.code,
-            _P.c.latest_job_id,
+            _P.c.latest_job_id.label("job_id"),
             _J.c.state.label("job_state"),
             _J.c.machine_id,
             _J.c.stage,
-            _J.c.created_at.label("job_created_at"),
+            _J.c.created_at,
             _J.c.quantity_produced,
-            _M.c.name.label("machine_name"),
+            _M.c.name.label("process"),
             _M.c.status.label("machine_status"),
             other_on.label("machine_busy"),
         )
         .select_from(_P)
         .outerjoin(_J, _J.c.id == _P.c.latest_job_id)
         .outerjoin(_M, _M.c.id == _J.c.machine_id)
-        .where(_P.c.id == product_id)
+        .where(_P.c.id == pid)
     )
-    db.session.flush()  # a caller's ORM changes (a batch's, a test's) are what this must read
-    conn = db.session.connection()
-    # Lock first, read after: a locking SELECT that waited for its lock re-reads only the locked
-    # row; a joined job or machine, or the "another ON job" test, would be the stale ones.
-    conn.execute(select(_P.c.id).where(_P.c.id == product_id).with_for_update())
-    # The machine of its latest job too (after the product, as every path takes them): whether
-    # the machine still runs anything depends on other products' jobs on it, so transitions on
-    # one machine take turns; otherwise two racing ones could both leave it "running" or "idle".
+    lock_product = select(_P.c.id).where(_P.c.id == pid).with_for_update()
     latest_machine = (
         select(_J.c.machine_id)
         .join(_P, _P.c.latest_job_id == _J.c.id)
-        .where(_P.c.id == product_id)
+        .where(_P.c.id == pid)
         .scalar_subquery()
     )
-    conn.execute(select(_M.c.id).where(_M.c.id == latest_machine).with_for_update())
-    row = conn.execute(stmt).one_or_none()
+    lock_machine = select(_M.c.id).where(_M.c.id == latest_machine).with_for_update()
+    return lock_product, lock_machine, read
+
+
+_LOCK_PRODUCT, _LOCK_MACHINE, _CHANGE_ROW = _change_statements()
+
+
+def _locked_row(product_id: int):
+    """The product row, locked, with its latest job, that job's machine (locked too), and
+    whether the machine runs another ON job: all a state change needs. Its columns are those of
+    dispatchable_rows, plus job_state, machine_status and machine_busy."""
+    db.session.flush()  # a caller's ORM changes (a batch's, a test's) are what this must read
+    conn = db.session.connection()
+    params = {"pid": product_id}
+    # Lock first, read after: a locking SELECT that waited for its lock re-reads only the locked
+    # row; a joined job or machine, or the "another ON job" test, would be the stale ones.
+    conn.execute(_LOCK_PRODUCT, params)
+    # The machine of its latest job too (after the product, as every path takes them): whether
+    # the machine still runs anything depends on other products' jobs on it, so transitions on
+    # one machine take turns; otherwise two racing ones could both leave it "running" or "idle".
+    conn.execute(_LOCK_MACHINE, params)
+    row = conn.execute(_CHANGE_ROW, params).one_or_none()
     if row is None:
         raise NotFound(f"No product with id {product_id}.")
     return row
@@ -387,14 +398,14 @@ def _apply(
     """
     target = _target_state(action, new_state)
     row = _locked_row(product_id)
-    if job_id is not None and job_id != row.latest_job_id:
+    if job_id is not None and job_id != row.job_id:
         if db.session.get(Job, job_id) is None:
             raise NotFound(f"No job with id {job_id}.")
         raise Conflict(
             f"Job {job_id} is not the latest job of {row.name}"
-            + (f" (job {row.latest_job_id} is)." if row.latest_job_id else ".")
+            + (f" (job {row.job_id} is)." if row.job_id else ".")
         )
-    if row.latest_job_id is None:
+    if row.job_id is None:
         raise Conflict(f"{row.name} has no job yet; start one first.")
     if row.job_state == target:
         raise Conflict(_already(row.name, action, target))
@@ -408,7 +419,7 @@ def _apply(
     if dispatch is not None:
         record = {
             "product_id": row.id,
-            "job_id": row.latest_job_id,
+            "job_id": row.job_id,
             "quantity": dispatch.get("quantity", row.quantity_produced),
             "destination": dispatch.get("destination"),
             "notes": dispatch.get("notes"),
@@ -418,13 +429,13 @@ def _apply(
         record["id"] = conn.execute(insert(_D).values(record).returning(_D.c.id)).scalar_one()
     conn.execute(
         update(_J)
-        .where(_J.c.id == row.latest_job_id)
+        .where(_J.c.id == row.job_id)
         .values(state=target, updated_at=now, ended_at=now if target == OFF else None)
     )
     conn.execute(update(_P).where(_P.c.id == row.id).values(state=target, state_changed_at=now))
     transition = {
         "product_id": row.id,
-        "job_id": row.latest_job_id,
+        "job_id": row.job_id,
         "from_state": previous,
         "to_state": target,
         "action": action,
@@ -437,7 +448,7 @@ def _apply(
     payload = {
         "productId": row.id,
         "productName": row.name,
-        "jobId": row.latest_job_id,
+        "jobId": row.job_id,
         "previousState": previous,
         "newState": target,
         "action": action,
@@ -460,19 +471,7 @@ def _apply(
             conn.execute(
                 update(_M).where(_M.c.id == row.machine_id).values(status=status, updated_at=now)
             )
-            _machine_status_changed(row.machine_id, row.machine_name, row.machine_status, status)
-    item = {
-        "id": row.id,
-        "name": row.name,
-        "code": row.code,
-        "process": row.machine_name,
-        "machineId": row.machine_id,
-        "jobId": row.latest_job_id,
-        "stage": row.stage,
-        "status": ON,
-        "createdAt": iso(row.job_created_at),
-        "quantityProduced": row.quantity_produced,
-    }
+            _machine_status_changed(row.machine_id, row.process, row.machine_status, status)
     product = {"id": row.id, "name": row.name, "code": row.code}
     outcome = Outcome(
         product=product,
@@ -484,22 +483,12 @@ def _apply(
         timestamp=now,
         dispatch=_dispatch_dict(record, product) if record is not None else None,
     )
-    return outcome, item
+    return outcome, _item(row)
 
 
 def _dispatch_dict(record: dict, product: dict) -> dict:
-    return {
-        "id": record["id"],
-        "productId": record["product_id"],
-        "productName": product["name"],
-        "productCode": product["code"],
-        "jobId": record["job_id"],
-        "quantity": record["quantity"],
-        "destination": record["destination"],
-        "notes": record["notes"],
-        "dispatchedBy": record["dispatched_by"],
-        "createdAt": iso(record["created_at"]),
-    }
+    """The Dispatch as the API shows it everywhere (DispatchSchema), from the values written."""
+    return DispatchSchema().dump(SimpleNamespace(**record, product=SimpleNamespace(**product)))
 
 
 def emit_dispatchable_delta(product_ids: Iterable[int]) -> None:

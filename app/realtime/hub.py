@@ -29,6 +29,11 @@ def frame(event_id: int, body: str) -> bytes:
     return b"id: %d\ndata: %s\n\n" % (event_id, body.encode())
 
 
+def chunk(data: bytes) -> bytes:
+    """`data` as one HTTP/1.1 chunk: what a direct-mode stream's socket gets."""
+    return b"%X\r\n%s\r\n" % (len(data), data)
+
+
 class Client:
     """One open stream: what is waiting to be written, and a wake-up for its greenlet.
 
@@ -71,9 +76,11 @@ class Client:
         self.wrote = 0.0  # direct mode: when something was last written (for keepalives)
 
     def go_direct(self, cursor: int) -> None:
-        """From now on the hub writes this client's chunks itself (see the class docstring)."""
+        """From now on the hub writes this client's chunks itself (see the class docstring);
+        its queue holds chunks too, the frames queued so far included."""
         raw = getattr(self.sock, "_sock", self.sock)  # gevent's socket wraps a non-blocking one
         self.send = raw.send
+        self.pending = deque((i, chunk(data)) for i, data in self.pending)
         self.cursor = cursor
         self.direct = True
 
@@ -85,14 +92,14 @@ class Client:
         self.wakeup.set()
         return True
 
-    def push_chunk(self, event_id: int, data: bytes, chunk: bytes, now: float) -> bool:
-        """Direct mode: send `chunk` now if the client is idle, else queue `data` for it."""
+    def push_chunk(self, event_id: int, data: bytes, now: float) -> bool:
+        """Direct mode: send the chunk `data` now if the client is idle, else queue it."""
         if self.closed:
             return False
         if self.busy or self.pending or self.rest:
             return self.push(event_id, data)
         try:
-            sent = self.send(chunk)
+            sent = self.send(data)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
@@ -100,8 +107,8 @@ class Client:
             return False
         self.cursor = event_id
         self.wrote = now
-        if sent < len(chunk):
-            self.rest = chunk[sent:]  # its greenlet sends the rest, before anything newer
+        if sent < len(data):
+            self.rest = data[sent:]  # its greenlet sends the rest, before anything newer
             self.wakeup.set()
         return True
 
@@ -133,7 +140,7 @@ class Hub:
         self.clients: set[Client] = set()
         self.window: deque[tuple[int, bytes]] = deque(maxlen=2000)
         self.last_id = 0
-        self.snapshot: tuple[int, bytes, int] | None = None  # see routes._shared_snapshot
+        self.snapshot: tuple[int, bytes, int] | None = None  # see shared_snapshot()
         self.started = False
         self.subscribed = False
         self.delivered_total = 0
@@ -269,6 +276,30 @@ class Hub:
         except Exception:  # noqa: BLE001 - Redis down: say what this worker knows
             return mine
 
+    def shared_snapshot(self, after: int | None, read) -> tuple[int, bytes, int]:
+        """(event id, dispatchable list as JSON, its length) for a new stream: `read()` gives
+        (JSON text, length, event id) from the database; its result is shared by this worker's
+        new streams while nothing changes.
+
+        A snapshot taken at event id S stays right for a client registered here while the last
+        delivered id is still S: every later event reaches that client through the hub. So a
+        reconnect storm costs one query and no JSON encoding per worker, not one per client. A
+        client that has seen more than this hub (it comes from a worker that was ahead) gets a
+        snapshot read now: one at S would look older than its Last-Event-ID, a resync.
+        """
+        cached = self.snapshot
+        if (
+            cached is not None
+            and cached[0] == self.last_id
+            and (after is None or after <= cached[0])
+        ):
+            return cached
+        body, count, snapshot_id = read()
+        snapshot = (snapshot_id, body.encode(), count)
+        if snapshot_id == self.last_id:
+            self.snapshot = snapshot
+        return snapshot
+
     def frames_after(self, after: int) -> list[tuple[int, bytes]] | None:
         """The window's frames after id `after`, or None when the window does not reach back."""
         if not self.window:
@@ -347,11 +378,11 @@ class Hub:
         self.window.append((event_id, data))
         dropped = 0
         gone = False
-        chunk = b"%X\r\n%s\r\n" % (len(data), data)  # HTTP/1.1 chunk, framed once per worker
+        framed = chunk(data)  # once per worker, for every direct-mode client
         now = time.monotonic()
         for client in list(self.clients):
             if client.direct:
-                if event_id <= client.cursor or client.push_chunk(event_id, data, chunk, now):
+                if event_id <= client.cursor or client.push_chunk(event_id, framed, now):
                     continue
             elif client.push(event_id, data):
                 continue

@@ -18,6 +18,7 @@ from app.common.schemas import iso
 from app.errors import InvalidInput
 from app.extensions import db, hub
 from app.models import utcnow
+from app.realtime.hub import chunk
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,8 @@ def _replay_from_db(after: int, upto: int) -> list[tuple[int, bytes]] | None:
 )
 def stream():
     """Server-Sent Events: every change, in id order."""
+    from app.lifecycle.service import dispatchable_snapshot
+
     after = _last_event_id()
     sock = request.environ.get("gunicorn.socket")
     lease = streams.acquire()  # the per-user cap on open streams: 429 past it
@@ -77,7 +80,7 @@ def stream():
         lease.release()
         raise
     try:
-        snapshot_id, items_json, count = _shared_snapshot(after)
+        snapshot_id, items_json, count = hub.shared_snapshot(after, dispatchable_snapshot)
         replay: list[tuple[int, bytes]] = []
         resync = False
         if after is not None:
@@ -173,29 +176,7 @@ def stream():
 
 
 KEEPALIVE = b": keepalive\n\n"
-KEEPALIVE_CHUNK = b"%X\r\n%s\r\n" % (len(KEEPALIVE), KEEPALIVE)
-
-
-def _shared_snapshot(after: int | None) -> tuple[int, bytes, int]:
-    """(event id, dispatchable list as JSON, its length), shared by this worker's new streams
-    while nothing changes.
-
-    A snapshot taken at event id S stays right for a client registered with the hub while the
-    hub's last delivered id is still S: every later event reaches that client through the hub.
-    So a reconnect storm costs one query and no JSON encoding per worker, not one per client.
-    A client that has seen more than this worker's hub (it comes from a worker that was ahead)
-    gets a snapshot read now: one at S would look older than its Last-Event-ID, a resync.
-    """
-    from app.lifecycle.service import dispatchable_snapshot
-
-    cached = hub.snapshot
-    if cached is not None and cached[0] == hub.last_id and (after is None or after <= cached[0]):
-        return cached
-    body, count, snapshot_id = dispatchable_snapshot()
-    snapshot = (snapshot_id, body.encode(), count)
-    if snapshot_id == hub.last_id:
-        hub.snapshot = snapshot
-    return snapshot
+KEEPALIVE_CHUNK = chunk(KEEPALIVE)
 
 
 def _write_direct(client, sock, keepalive: float) -> None:
@@ -208,9 +189,9 @@ def _write_direct(client, sock, keepalive: float) -> None:
         try:
             parts = [client.rest] if client.rest else []
             client.rest = b""
-            for event_id, data in items:
+            for event_id, data in items:  # chunks already (see Client.go_direct)
                 if event_id > client.cursor:
-                    parts.append(b"%X\r\n%s\r\n" % (len(data), data))
+                    parts.append(data)
                     client.cursor = event_id
             now = time.monotonic()
             if not parts and not client.closed and now - client.wrote >= keepalive:
