@@ -136,6 +136,10 @@ class Config:
     SSE_KEEPALIVE_SECONDS = env_float("SSE_KEEPALIVE_SECONDS", 15.0)
     SSE_RETRY_MS = env_int("SSE_RETRY_MS", 3000)
     SSE_CLIENT_QUEUE = env_int("SSE_CLIENT_QUEUE", 1000)
+    # The most streams one worker holds (503 past it). gunicorn's worker_connections, read from
+    # the same variable, counts requests in progress, and a stream stops being one once the hub
+    # owns its connection (app/realtime/hub.py).
+    SSE_MAX_STREAMS = env_int("WORKER_CONNECTIONS", 10000)
     SSE_WINDOW = env_int("SSE_WINDOW", 2000)
     SSE_REPLAY_MAX = env_int("SSE_REPLAY_MAX", 10000)
     EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 30)

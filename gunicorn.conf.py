@@ -97,6 +97,22 @@ def _fresh_metrics_dir() -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ[_OWN_METRICS_DIR] = path
 
 
+def post_worker_init(worker):
+    """Streams may be handed to the hub past their first message (app/realtime/routes.py) where
+    gunicorn frames HTTP itself; behind `protocol = "uwsgi"` the proxy frames the body."""
+    if getattr(worker.cfg, "protocol", "http") == "http":
+        from app.realtime import routes
+
+        routes.HAND_OVER = True
+
+
+def worker_exit(server, worker):
+    """End the streams the hub owns with a proper last chunk (browsers reconnect at once)."""
+    from app.extensions import hub
+
+    hub.stop()
+
+
 def child_exit(server, worker):
     """A dead worker's gauges (clients, backlog, pool) no longer count; its counters still do."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

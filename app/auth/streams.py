@@ -1,7 +1,8 @@
 """The cap on open streams per user: at most STREAMS_PER_USER (default 20) across all workers.
 
 The stream view takes a lease before it registers its hub client and gives it back when the
-stream ends (the generator's `finally`, or the error path before it):
+stream ends (the generator's `finally`, the error path before it, or the hub when it owns the
+connection):
 
     lease = streams.acquire()   # 429 with Retry-After past the cap
     ...
@@ -108,6 +109,13 @@ class Lease:
     @property
     def released(self) -> bool:
         return self._forget is None or not self._forget.alive
+
+    def watch(self, sock) -> None:
+        """The stream's connection is now `sock` (the hub took it over): hang that up if the
+        stream's credential stops being valid."""
+        watched = self._cap.watched if self._cap is not None else {}
+        if self.member in watched:
+            watched[self.member] = (watched[self.member][0], sock)
 
     def release(self) -> None:
         if self.released:

@@ -35,13 +35,18 @@ def chunk(data: bytes) -> bytes:
 
 
 class Client:
-    """One open stream: what is waiting to be written, and a wake-up for its greenlet.
+    """One open stream: what is waiting to be written to it, and how.
 
-    Queued mode: the hub appends to `pending` and wakes the stream's greenlet, which writes.
-    Direct mode (a chunked HTTP/1.1 stream past its first message, see routes.py): the hub
-    writes each event's chunk straight to the socket with a non-blocking send while the
-    stream's greenlet sleeps, so a delivery costs no greenlet switch. A client that is busy
-    writing, or whose socket buffer is full, falls back to the queue and its greenlet finishes.
+    Queued (where the hub cannot own the connection: the test client, TLS, HTTP/1.0): the hub
+    appends frames to `pending` and wakes the stream's greenlet, which writes them.
+
+    Owned (`adopt`, a plain HTTP/1.1 connection under gunicorn, once its first message is
+    written): the request is over for gunicorn and the hub holds the socket itself. Each event's
+    chunk is sent with one non-blocking `send` from the hub's loop; what a full socket buffer
+    does not take waits in `rest` and `backlog` and goes out when a write watcher says the
+    socket can take more; past `bound` events the client is let go. A read watcher notices a
+    hang-up, the hub's tender sends the keepalives. No greenlet, no request and no response
+    object stays behind per idle stream.
     """
 
     __slots__ = (
@@ -51,12 +56,15 @@ class Client:
         "bound",
         "reason",
         "sock",
-        "direct",
-        "busy",
+        "owned",
         "cursor",
         "rest",
+        "backlog",
         "send",
         "wrote",
+        "reader",
+        "writer",
+        "on_close",
     )
 
     def __init__(self, bound: int):
@@ -68,21 +76,38 @@ class Client:
         self.bound = bound
         self.reason = ""
         self.sock = None  # the connection, when the server gives it: a slow client is cut off
-        self.direct = False
-        self.busy = False  # its greenlet is writing: the hub queues instead
-        self.cursor = 0  # direct mode: the newest event id written to this client
-        self.rest = b""  # direct mode: the unsent end of a chunk the hub could only partly send
-        self.send = None  # direct mode: the socket's non-blocking send
-        self.wrote = 0.0  # direct mode: when something was last written (for keepalives)
+        self.owned = False
+        self.cursor = 0  # owned: the newest event id sent or waiting in `rest`/`backlog`
+        self.rest = b""  # owned: the unsent end of what was last sent
+        self.backlog: list[bytes] = []  # owned: chunks waiting behind `rest`
+        self.send = None
+        self.wrote = 0.0  # owned: when something was last sent (for keepalives)
+        self.reader = None
+        self.writer = None
+        self.on_close = None
 
-    def go_direct(self, cursor: int) -> None:
-        """From now on the hub writes this client's chunks itself (see the class docstring);
-        its queue holds chunks too, the frames queued so far included."""
-        raw = getattr(self.sock, "_sock", self.sock)  # gevent's socket wraps a non-blocking one
-        self.send = raw.send
-        self.pending = deque((i, chunk(data)) for i, data in self.pending)
+    def adopt(self, fd: int, cursor: int, on_close) -> None:
+        """Own the connection `fd` from here on (see the class docstring); the frames queued
+        so far are sent first. `on_close(client)` runs once when the client closes."""
+        from gevent import get_hub
+        from gevent.monkey import get_original
+
+        sock = get_original("socket", "socket")(fileno=fd)
+        sock.setblocking(False)
+        self.sock = sock
+        self.send = sock.send
+        self.on_close = on_close
         self.cursor = cursor
-        self.direct = True
+        self.wrote = time.monotonic()
+        queued, self.pending, self.wakeup = self.pending, (), None
+        self.owned = True
+        loop = get_hub().loop
+        self.reader = loop.io(fd, 1)
+        self.reader.start(self._readable)
+        self.writer = loop.io(fd, 2)
+        for event_id, data in queued:
+            if event_id > self.cursor and not self.push_chunk(event_id, chunk(data), self.wrote):
+                return
 
     def push(self, event_id: int, data: bytes) -> bool:
         if len(self.pending) >= self.bound:
@@ -93,11 +118,20 @@ class Client:
         return True
 
     def push_chunk(self, event_id: int, data: bytes, now: float) -> bool:
-        """Direct mode: send the chunk `data` now if the client is idle, else queue it."""
+        """Owned: send the chunk `data` now, or queue it behind what is still unsent."""
         if self.closed:
             return False
-        if self.busy or self.pending or self.rest:
-            return self.push(event_id, data)
+        if self.rest:
+            if len(self.backlog) >= self.bound:
+                self.close("fell behind")
+                return False
+            self.backlog.append(data)
+            self.cursor = event_id
+            return True
+        self.cursor = event_id
+        return self._send(data, now)
+
+    def _send(self, data: bytes, now: float) -> bool:
         try:
             sent = self.send(data)
         except (BlockingIOError, InterruptedError):
@@ -105,33 +139,87 @@ class Client:
         except OSError:
             self.close("client went away")
             return False
-        self.cursor = event_id
-        self.wrote = now
+        if sent:
+            self.wrote = now
         if sent < len(data):
-            self.rest = data[sent:]  # its greenlet sends the rest, before anything newer
-            self.wakeup.set()
+            self.rest = data[sent:]
+            self.writer.start(self._writable)
         return True
 
+    def _writable(self) -> None:
+        data = b"".join([self.rest, *self.backlog]) if self.backlog else self.rest
+        self.rest = b""
+        self.backlog.clear()
+        if self._send(data, time.monotonic()) and not self.rest:
+            self.writer.stop()
+
+    def _readable(self) -> None:
+        from socket import MSG_PEEK
+
+        try:
+            if self.sock.recv(1, MSG_PEEK) != b"":
+                self.reader.stop()  # the client sent something: an SSE client has nothing to say
+                return
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            pass
+        self.close("client went away")
+
+    def keepalive(self, now: float) -> None:
+        """Owned: a comment line, unless something is still on its way anyway."""
+        if not self.closed and not self.rest:
+            self._send(KEEPALIVE_CHUNK, now)
+
     def close(self, reason: str = "closed") -> None:
-        if not self.closed:
-            self.closed = True
-            self.reason = reason
-            if reason == "fell behind" and self.sock is not None:
-                # Its greenlet may be stuck writing to a peer that does not read: end that write.
-                try:
-                    self.sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+        if self.closed:
+            return
+        self.closed = True
+        self.reason = reason
+        if self.owned:
+            self._hang_up(reason)
+            return
+        if reason == "fell behind" and self.sock is not None:
+            # Its greenlet may be stuck writing to a peer that does not read: end that write.
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self.wakeup.set()
 
+    def _hang_up(self, reason: str) -> None:
+        """Owned: end the connection (a server going away ends the body properly first)."""
+        for watcher in (self.reader, self.writer):
+            watcher.stop()
+            watcher.close()
+        sock = self.sock
+        try:
+            if reason == "server stopping":
+                sock.send(self.rest + LAST_CHUNK)
+            elif reason == "fell behind":
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
+        self.rest = b""
+        self.backlog = []
+        on_close, self.on_close = self.on_close, None
+        if on_close is not None:
+            on_close(self)
+
     def take(self, timeout: float) -> list[tuple[int, bytes]]:
-        """Whatever is pending, waiting up to `timeout` seconds for something."""
-        if not self.pending and not self.closed and not self.rest:
+        """Queued: whatever is pending, waiting up to `timeout` seconds for something."""
+        if not self.pending and not self.closed:
             self.wakeup.wait(timeout)
         self.wakeup.clear()
         items = list(self.pending)
         self.pending.clear()
         return items
+
+
+KEEPALIVE = b": keepalive\n\n"
+KEEPALIVE_CHUNK = chunk(KEEPALIVE)
+LAST_CHUNK = b"0\r\n\r\n"  # the end of a chunked body
 
 
 class Hub:
@@ -154,6 +242,7 @@ class Hub:
         self._starting = None
         self._changed = None
         self._greenlets: list = []
+        self._tender = None
 
     def init_app(self, app) -> None:
         self.stop()
@@ -186,6 +275,7 @@ class Hub:
         self._starting = (os.getpid(), starting)
         try:
             self._greenlets = []  # a forked child does not own its parent's greenlets
+            self._tender = None
             self.clients = set()
             self.window.clear()
             self.snapshot = None
@@ -245,6 +335,41 @@ class Hub:
         self.clients.add(client)
         self._count_changed()
         return client
+
+    def adopt(self, client: Client, fd: int, cursor: int, lease) -> None:
+        """Take over a stream's connection once its first message is written (Client.adopt);
+        the stream's lease goes back when the connection ends."""
+
+        def closed(client: Client) -> None:
+            self.unregister(client)
+            if not lease.released:
+                import gevent
+
+                gevent.spawn(lease.release)  # Redis I/O: not in the loop's callback
+
+        self._ensure_tender()
+        client.adopt(fd, cursor, closed)
+
+    def _ensure_tender(self) -> None:
+        import gevent
+
+        if self._tender is None or self._tender.dead or self._pid != os.getpid():
+            self._tender = gevent.spawn(self._tend)
+            self._greenlets.append(self._tender)
+
+    def _tend(self) -> None:
+        """Keepalives for the owned connections: each gets one when nothing was sent to it for
+        SSE_KEEPALIVE_SECONDS (checked every quarter of that, at most every second)."""
+        import gevent
+
+        keepalive = self.app.config["SSE_KEEPALIVE_SECONDS"]
+        tick = min(1.0, keepalive / 4)
+        while True:
+            gevent.sleep(tick)
+            now = time.monotonic()
+            due = now - keepalive
+            for client in [c for c in self.clients if c.owned and c.wrote <= due]:
+                client.keepalive(now)
 
     def unregister(self, client: Client) -> None:
         if client in self.clients:
@@ -378,10 +503,10 @@ class Hub:
         self.window.append((event_id, data))
         dropped = 0
         gone = False
-        framed = chunk(data)  # once per worker, for every direct-mode client
+        framed = chunk(data)  # once per worker, for every owned connection
         now = time.monotonic()
         for client in list(self.clients):
-            if client.direct:
+            if client.owned:
                 if event_id <= client.cursor or client.push_chunk(event_id, framed, now):
                     continue
             elif client.push(event_id, data):
@@ -500,7 +625,8 @@ class Hub:
             "pid": os.getpid(),
             "started": self.started,
             "clients": len(self.clients),
-            "queued": sum(len(c.pending) for c in self.clients),
+            "owned": sum(1 for c in self.clients if c.owned),
+            "queued": sum(len(c.pending) + len(c.backlog) for c in self.clients),
             "lastEventId": self.last_id,
             "window": len(self.window),
             "subscribed": self.subscribed,

@@ -6,11 +6,13 @@ generator then holds no session and no connection while it waits, only its hub c
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import time
 
 from flask import Response, current_app, request
+from werkzeug.exceptions import ServiceUnavailable as WorkerFull
 
 from app.auth import streams
 from app.common.blueprint import Blueprint
@@ -18,9 +20,12 @@ from app.common.schemas import iso
 from app.errors import InvalidInput
 from app.extensions import db, hub
 from app.models import utcnow
-from app.realtime.hub import chunk
+from app.realtime.hub import KEEPALIVE
 
 log = logging.getLogger(__name__)
+
+# Set by gunicorn.conf.py in each worker whose gunicorn frames HTTP/1.1 bodies itself.
+HAND_OVER = False
 
 bp = Blueprint("realtime", __name__, url_prefix="/api", description="The real-time stream")
 
@@ -72,6 +77,12 @@ def stream():
     from app.lifecycle.service import dispatchable_snapshot
 
     after = _last_event_id()
+    if len(hub.clients) >= current_app.config["SSE_MAX_STREAMS"]:
+        raise WorkerFull(
+            "This server holds as many live streams as it may (WORKER_CONNECTIONS); "
+            "the page connects again by itself.",
+            retry_after=5,
+        )
     sock = request.environ.get("gunicorn.socket")
     lease = streams.acquire()  # the per-user cap on open streams: 429 past it
     try:
@@ -111,11 +122,14 @@ def stream():
     )
     keepalive = current_app.config["SSE_KEEPALIVE_SECONDS"]
     app = current_app._get_current_object()
-    # gunicorn frames a GET's HTTP/1.1 body of unknown length in chunks: past the first message
-    # the stream writes its own chunks, so the hub may write to an idle stream's socket itself.
-    # Only on a plain TCP socket: through gunicorn's own TLS the raw socket is not the stream.
-    direct = (
-        sock is not None
+    # Past its first message a plain HTTP/1.1 stream is handed to the hub (Hub.adopt): gunicorn
+    # frames a GET's HTTP/1.1 body of unknown length in chunks, and the hub goes on writing
+    # chunks. Only where gunicorn.conf.py says this gunicorn speaks HTTP itself (HAND_OVER; with
+    # `protocol = "uwsgi"` the proxy frames the body), and not through gunicorn's own TLS (the
+    # raw socket is not the stream there).
+    own = (
+        HAND_OVER
+        and sock is not None
         and request.method == "GET"
         and request.environ.get("SERVER_PROTOCOL") == "HTTP/1.1"
         and not hasattr(sock, "getpeercert")
@@ -124,6 +138,7 @@ def stream():
     def generate():
         nonlocal cursor, first, replay
         watcher = None
+        handed_over = False
         try:
             if sock is not None:
                 watcher = _watch_disconnect(sock, client)
@@ -137,11 +152,15 @@ def stream():
             first = replay = None
             yield b"".join(chunk)
             chunk = None
-            if direct:
-                yield b""  # the server holds the last item it wrote: let that be this, not the list
-                client.go_direct(cursor)
-                _write_direct(client, sock, keepalive)
-                return
+            if own and not client.closed:
+                watcher.stop()
+                watcher.close()
+                watcher = None
+                fd = sock.detach()  # gunicorn's socket object lets go; the connection stays
+                hub.adopt(client, fd, cursor, lease)
+                lease.watch(client.sock)  # a revoked credential hangs up the hub's socket now
+                handed_over = True
+                raise HandedOver()
             wrote = time.monotonic()
             while not client.closed:
                 items = client.take(max(0.0, wrote + keepalive - time.monotonic()))
@@ -157,17 +176,18 @@ def stream():
                     yield KEEPALIVE
                     wrote = time.monotonic()
         finally:
-            hub.unregister(client)
             if watcher is not None:
                 watcher.stop()
                 watcher.close()
-            # The generator runs after the request's contexts are gone; giving the lease back
-            # needs the app (its Redis client).
-            try:
-                with app.app_context():
-                    lease.release()
-            except Exception:  # noqa: BLE001 - an unreturned lease expires by itself
-                log.exception("could not give a stream lease back")
+            if not handed_over:
+                hub.unregister(client)
+                # The generator runs after the request's contexts are gone; giving the lease
+                # back needs the app (its Redis client).
+                try:
+                    with app.app_context():
+                        lease.release()
+                except Exception:  # noqa: BLE001 - an unreturned lease expires by itself
+                    log.exception("could not give a stream lease back")
 
     response = Response(generate(), mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
@@ -175,39 +195,13 @@ def stream():
     return response
 
 
-KEEPALIVE = b": keepalive\n\n"
-KEEPALIVE_CHUNK = chunk(KEEPALIVE)
+class HandedOver(OSError):
+    """Ends the request of a stream whose connection the hub now owns. gunicorn takes an
+    ENOTCONN from the response as "the client is gone": it logs the request, writes nothing more
+    and closes its socket object, which no longer holds the connection (`detach`)."""
 
-
-def _write_direct(client, sock, keepalive: float) -> None:
-    """A direct-mode stream's own loop: the hub sends to the socket while this greenlet sleeps;
-    it wakes only to finish what the hub could not send at once, and for keepalives."""
-    client.wrote = time.monotonic()
-    while not client.closed:
-        items = client.take(max(0.0, client.wrote + keepalive - time.monotonic()))
-        client.busy = True
-        try:
-            parts = [client.rest] if client.rest else []
-            client.rest = b""
-            for event_id, data in items:  # chunks already (see Client.go_direct)
-                if event_id > client.cursor:
-                    parts.append(data)
-                    client.cursor = event_id
-            now = time.monotonic()
-            if not parts and not client.closed and now - client.wrote >= keepalive:
-                parts.append(KEEPALIVE_CHUNK)
-            if parts:
-                sock.sendall(b"".join(parts))
-                client.wrote = time.monotonic()
-        except OSError:
-            client.close("client went away")
-        finally:
-            client.busy = False
-    if client.rest and client.reason == "server stopping":
-        try:  # end the chunk the hub began, so the body the server ends stays well-formed
-            sock.sendall(client.rest)
-        except OSError:
-            pass
+    def __init__(self):
+        super().__init__(errno.ENOTCONN, "the event stream's connection was handed to the hub")
 
 
 def _watch_disconnect(sock, client):

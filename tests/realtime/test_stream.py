@@ -357,3 +357,23 @@ def test_prune_keeps_what_the_retention_covers(runner, make, db):
     result = runner.invoke(args=["events", "prune", "--days", "1"])
     assert result.exit_code == 0, result.output
     assert event_ids(db) == ids
+
+
+def test_a_worker_at_its_stream_limit_answers_503_and_lets_the_next_in_later(client, app):
+    app.config["SSE_MAX_STREAMS"] = 1
+    first = Stream(client)
+    try:
+        first.read()
+        refused = client.get(STREAM)
+        assert refused.status_code == 503
+        assert refused.headers["Retry-After"] == "5"
+        assert refused.get_json()["success"] is False
+        assert "live streams" in refused.get_json()["error"]
+        assert len(hub.clients) == 1
+    finally:
+        first.close()
+    second = Stream(client)  # the first one's place is free again
+    try:
+        assert second.messages(1)[0]["json"]["type"] == "connection_established"
+    finally:
+        second.close()
