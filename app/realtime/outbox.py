@@ -16,14 +16,15 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime
+from functools import lru_cache
 
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import TextClause, bindparam, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.common.schemas import iso
 from app.extensions import broker, db
-from app.models import Event, Product, utcnow
+from app.models import Event, utcnow
 from app.observability import audit
 
 log = logging.getLogger(__name__)
@@ -86,26 +87,51 @@ def _write_pending(session) -> None:
     # event lock, so the event lock is never held while waiting for a row.
     session.flush()
     conn = session.connection()
-    if conn.dialect.name == "postgresql":
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENT_LOCK_KEY})
-    counted = [payload for _, payload in pending if payload.get("count") is LIVE_COUNT]
-    if counted:
-        live = conn.execute(_LIVE_COUNT).scalar_one()
-        for payload in counted:
-            payload["count"] = live
     now = utcnow()  # commit order: created_at rises with the id, prune cuts a prefix
-    rows = [{"type": type_, "payload": payload, "created_at": now} for type_, payload in pending]
-    ids = conn.execute(
-        insert(_EVENTS).returning(_EVENTS.c.id, sort_by_parameter_order=True), rows
-    ).scalars()
+    params: dict = {"now": now}
+    for i, (type_, payload) in enumerate(pending):
+        if payload.get("count") is LIVE_COUNT:
+            head, tail = json.dumps({k: v for k, v in payload.items() if k != "count"}), "}"
+            head = head[:-1] + (", " if len(head) > 2 else "") + '"count": '
+        else:
+            head, tail = json.dumps(payload), None
+        params.update({f"type_{i}": type_, f"head_{i}": head, f"tail_{i}": tail})
+    inserted = conn.execute(_insert_events(dialect, len(pending)), params).all()
     written = session.info.setdefault(WRITTEN, [])
-    for event_id, row in zip(ids, rows, strict=True):
-        written.append((event_id, event_json(row["type"], row["payload"], now)))
-        audit.note_event(session, row["type"])
+    # Ids are drawn row by row in `ord` order; RETURNING's order is not promised.
+    for (event_id, count), (type_, payload) in zip(sorted(inserted), pending, strict=True):
+        if payload.get("count") is LIVE_COUNT:
+            payload = {k: v for k, v in payload.items() if k != "count"} | {"count": int(count)}
+        written.append((event_id, event_json(type_, payload, now)))
+        audit.note_event(session, type_)
 
 
-_EVENTS = Event.__table__
-_LIVE_COUNT = select(func.count()).select_from(Product.__table__).where(Product.state == "ON")
+@lru_cache(maxsize=64)
+def _insert_events(dialect: str, rows: int) -> TextClause:
+    """One INSERT of `rows` events, in their order, that also counts the live products.
+
+    A payload given as a head and a tail is stored as head, count, tail: the count is taken by
+    this statement, whose snapshot starts after the event lock was granted, so it sees every
+    earlier event's transaction, and the lock is held for this INSERT and the COMMIT only. The
+    count runs once, and only if some row needs it (a CASE branch's sub-select).
+    """
+    listed = ", ".join(f"({i}, :type_{i}, :head_{i}, :tail_{i})" for i in range(rows))
+    payload = f"CASE WHEN tail IS NULL THEN head ELSE head || ({_LIVE_COUNT}) || tail END"
+    if dialect == "postgresql":  # text goes into a json column through a cast; SQLite's is text
+        payload, stored_count = f"CAST({payload} AS JSON)", "payload ->> 'count'"
+    else:
+        stored_count = "json_extract(payload, '$.count')"
+    return text(
+        f"WITH pending(ord, type, head, tail) AS (VALUES {listed}) "
+        f"INSERT INTO events (type, payload, created_at) SELECT type, {payload}, :now "
+        f"FROM pending ORDER BY ord RETURNING id, {stored_count}"
+    ).bindparams(bindparam("now", type_=Event.__table__.c.created_at.type))
+
+
+_LIVE_COUNT = "SELECT count(*) FROM products WHERE state = 'ON'"
 
 
 def _publish_committed(session) -> None:
