@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, select
+from collections import namedtuple
+
+from sqlalchemy import and_, bindparam, literal_column, select, true, union_all
 
 from app.common.schemas import iso
 from app.errors import NotFound
@@ -48,32 +50,48 @@ def job_dict(job: Job) -> dict:
 
 
 _P, _J, _M, _T = Product.__table__, Job.__table__, Machine.__table__, Transition.__table__
-_JOB_COLUMNS = [c for c in _J.c]
-_LIFECYCLE = {
-    "product": select(
-        _P.c.id, _P.c.name, _P.c.code, _P.c.state, _P.c.created_at, _P.c.state_changed_at
-    ).where(_P.c.id == bindparam("pid")),
-    "jobs": select(*_JOB_COLUMNS, _M.c.name.label("machine_name"), _M.c.status.label("status_"))
-    .join(_M, _M.c.id == _J.c.machine_id)
-    .where(_J.c.product_id == bindparam("pid"))
-    .order_by(_J.c.id),
-    "transitions": select(_T).where(_T.c.product_id == bindparam("pid")).order_by(_T.c.id),
-}
+_PRODUCT = [_P.c.id, _P.c.name, _P.c.code, _P.c.state, _P.c.created_at, _P.c.state_changed_at]
+_JOB = [*_J.c, _M.c.name, _M.c.status]
+_ProductRow = namedtuple("_ProductRow", [c.name for c in _PRODUCT])
+_JobRow = namedtuple("_JobRow", [c.name for c in _J.c] + ["machine_name", "status_"])
+_TransitionRow = namedtuple("_TransitionRow", [c.name for c in _T.c])
+# Side 0 rows carry the product's jobs, side 1 rows its transitions: one statement, each row
+# with the product's columns in front (and one row of NULLs for a side that has none).
+_SIDE = union_all(
+    select(literal_column("0").label("n")), select(literal_column("1").label("n"))
+).subquery("side")
+_LIFECYCLE = (
+    select(*_PRODUCT, *_JOB, *_T.c)
+    .select_from(
+        _P.join(_SIDE, true())
+        .outerjoin(_J, and_(_SIDE.c.n == literal_column("0"), _J.c.product_id == _P.c.id))
+        .outerjoin(_M, _M.c.id == _J.c.machine_id)
+        .outerjoin(_T, and_(_SIDE.c.n == literal_column("1"), _T.c.product_id == _P.c.id))
+    )
+    .where(_P.c.id == bindparam("pid"))
+    .order_by(_SIDE.c.n, _J.c.id, _T.c.id)
+)
+_PRODUCT_AT = slice(0, len(_PRODUCT))
+_JOB_AT = slice(_PRODUCT_AT.stop, _PRODUCT_AT.stop + len(_JOB))
+_TRANSITION_AT = slice(_JOB_AT.stop, None)
 
 
 def lifecycle(product_id: int) -> dict:
     """Every stage (oldest first) and every transition of one product.
 
     Plain rows, no ORM objects: the write path returns this with every transition, so it is
-    read with three cached statements and built straight from the rows.
+    read with one cached statement and built straight from the rows.
     """
-    conn = db.session.connection()
-    params = {"pid": product_id}
-    product = conn.execute(_LIFECYCLE["product"], params).one_or_none()
-    if product is None:
+    found = db.session.connection().execute(_LIFECYCLE, {"pid": product_id}).all()
+    if not found:
         raise NotFound(f"No product with id {product_id}.")
-    rows = conn.execute(_LIFECYCLE["jobs"], params).all()
-    transitions = conn.execute(_LIFECYCLE["transitions"], params).all()
+    product = _ProductRow._make(found[0][_PRODUCT_AT])
+    rows = [_JobRow._make(r[_JOB_AT]) for r in found if r[_JOB_AT.start] is not None]
+    transitions = [
+        _TransitionRow._make(r[_TRANSITION_AT])
+        for r in found
+        if r[_TRANSITION_AT.start] is not None
+    ]
     stages = []
     for number, job in enumerate(rows, start=1):
         duration = (job.ended_at - job.created_at).total_seconds() if job.ended_at else None
