@@ -99,3 +99,81 @@ def test_a_client_ahead_of_this_workers_hub_resumes_without_a_resync(app, client
         assert got == event_ids(db, after=seen)
     finally:
         again.close()
+
+
+def _owned_pair(bound: int):
+    """A Client owning one end of a socket pair with small buffers, and the peer's end."""
+    import socket
+
+    ours, peer = socket.socketpair()
+    for s in (ours, peer):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    peer.setblocking(False)
+    closed: list = []
+    client = hub_module.Client(bound)
+    client.adopt(ours.detach(), 0, closed.append)
+    return client, peer, closed
+
+
+def _read_until(peer, done, seconds: float = 10) -> bytes:
+    import time
+
+    import gevent
+
+    got = b""
+    deadline = time.monotonic() + seconds
+    while not done(got):
+        assert time.monotonic() < deadline, f"only {len(got)} bytes"
+        try:
+            data = peer.recv(65536)
+        except BlockingIOError:
+            gevent.sleep(0.005)  # the loop runs the client's write watcher meanwhile
+            continue
+        if not data:
+            break
+        got += data
+    return got
+
+
+def test_an_owned_connection_gets_what_a_full_buffer_held_back_in_order_once_it_reads():
+    import time
+
+    client, peer, closed = _owned_pair(bound=1000)
+    chunks = [hub_module.chunk(hub_module.frame(i, "x" * 3000)) for i in range(1, 41)]
+    try:
+        for i, data in enumerate(chunks, 1):  # ~120 KB: far more than the buffers hold
+            assert client.push_chunk(i, data, time.monotonic())
+        assert client.rest and client.backlog  # waiting, not lost
+        expected = b"".join(chunks)
+        assert _read_until(peer, lambda got: len(got) >= len(expected)) == expected
+        assert not client.rest and not client.backlog and not client.closed
+    finally:
+        client.close()
+        peer.close()
+    assert closed == [client]
+
+
+def test_an_owned_connection_that_stops_reading_is_cut_off_past_its_bound():
+    client, peer, closed = _owned_pair(bound=3)
+    try:
+        results = [
+            client.push_chunk(i, hub_module.chunk(hub_module.frame(i, "y" * 3000)), 0.0)
+            for i in range(1, 30)
+        ]
+        assert results[-1] is False and client.closed and client.reason == "fell behind"
+        assert closed == [client]
+        _read_until(peer, lambda got: False)  # the connection ends: the peer reads to EOF
+    finally:
+        peer.close()
+
+
+def test_an_owned_connection_ends_its_body_with_the_last_chunk_when_the_server_stops():
+    client, peer, closed = _owned_pair(bound=10)
+    try:
+        client.keepalive(0.0)
+        client.close("server stopping")
+        assert _read_until(peer, lambda got: False) == hub_module.KEEPALIVE_CHUNK + b"0\r\n\r\n"
+        assert closed == [client]
+    finally:
+        peer.close()
