@@ -8,6 +8,7 @@ from functools import wraps
 from urllib.parse import urlsplit
 
 from flask import Flask, abort, current_app, g, redirect, request, session, url_for
+from sqlalchemy import bindparam, select
 from werkzeug.exceptions import Forbidden
 
 from app.auth import service
@@ -45,10 +46,10 @@ def load_identity() -> None:
             if _is_public():
                 return None
             abort(401, description="The API token is not valid or was revoked.")
-        g.token_id = found[0].id
-        g.user, g.auth = found[1], "token"
+        g.token_id = found.token_id
+        g.user, g.auth = found, "token"
     elif session.get("uid") is not None:
-        user = db.session.get(User, session["uid"])
+        user = db.session.connection().execute(_SESSION_USER, {"uid": session["uid"]}).first()
         if user is not None and user.active and session.get("ver") == session_version(user):
             g.user, g.auth = user, "session"
         else:
@@ -63,6 +64,13 @@ def load_identity() -> None:
     if request.path.startswith("/api/"):
         abort(401)
     return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+
+
+# As plain a row as a token's (service.token_and_user), with what session_version needs.
+_USERS = User.__table__
+_SESSION_USER = select(
+    _USERS.c.id, _USERS.c.name, _USERS.c.role, _USERS.c.active, _USERS.c.password_hash
+).where(_USERS.c.id == bindparam("uid"))
 
 
 def credential() -> tuple | None:

@@ -7,7 +7,7 @@ import secrets
 from functools import cache
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -93,32 +93,37 @@ def revoke_token(token_id: int) -> ApiToken:
     return token
 
 
-def user_for_token(plain: str) -> User | None:
+def user_for_token(plain: str) -> Row | None:
     """The active user behind a bearer token; looked up on every request, so a revoke is at once."""
-    found = token_and_user(plain)
-    return found[1] if found is not None else None
+    return token_and_user(plain)
 
 
-def token_and_user(plain: str) -> tuple[ApiToken, User] | None:
-    """The token (not revoked) and its active user; last-used time kept to the minute."""
+def token_and_user(plain: str) -> Row | None:
+    """The token (not revoked) and its active user, as one plain row: the user's id, name, role
+    and active, and the token's token_id; last-used time kept to the minute.
+
+    A row, not ORM objects: it is read for every API request, and g.user only needs these
+    values (an ORM object would also be expired, and read again, by the view's first rollback).
+    """
     if not plain.startswith(TOKEN_PREFIX) or len(plain) > 200:
         return None
-    row = db.session.execute(
-        select(ApiToken, User)
-        .join(User, User.id == ApiToken.user_id)
-        .where(ApiToken.token_hash == _digest(plain))
-    ).first()
-    if row is None:
-        return None
-    token, user = row
-    if token.revoked_at is not None or not user.active:
+    found = db.session.connection().execute(_TOKEN_AND_USER, {"digest": _digest(plain)}).first()
+    if found is None:
         return None
     now = utcnow()
     # Keep last-used current to the minute without a write on every request.
-    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
-        token.last_used_at = now
+    if found.last_used_at is None or (now - found.last_used_at).total_seconds() > 60:
+        db.session.execute(update(_T).where(_T.c.id == found.token_id).values(last_used_at=now))
         db.session.commit()
-    return token, user
+    return found
+
+
+_T, _U = ApiToken.__table__, User.__table__
+_TOKEN_AND_USER = (
+    select(_U.c.id, _U.c.name, _U.c.role, _U.c.active, _T.c.id.label("token_id"), _T.c.last_used_at)
+    .join(_U, _U.c.id == _T.c.user_id)
+    .where(_T.c.token_hash == bindparam("digest"), _T.c.revoked_at.is_(None), _U.c.active)
+)
 
 
 def still_valid(credentials: list[tuple]) -> set[tuple]:
