@@ -12,6 +12,7 @@ from sqlalchemy import bindparam, select
 from werkzeug.exceptions import Forbidden
 
 from app.auth import service
+from app.common.transactions import reads_only
 from app.extensions import db
 from app.models import User
 
@@ -55,6 +56,7 @@ def load_identity() -> None:
         else:
             session.clear()
     if g.user is not None:
+        reads_only()
         g.actor = g.user.name
         if g.auth == "session" and request.method in WRITE_METHODS and not _is_public():
             _check_csrf()

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.routing import IntegerConverter
 
 from app.common.schemas import MAX_ID, encode_cursor
+from app.common.transactions import begin_write
 from app.errors import Conflict, InvalidInput
 from app.extensions import db
 from app.models import IdempotencyRecord, utcnow
@@ -44,14 +45,6 @@ def _fingerprint() -> str:
     return digest.hexdigest()
 
 
-def _begin_write() -> None:
-    """A fresh write transaction, IMMEDIATE on SQLite: there a transaction that reads and then
-    writes fails at once with "database is locked" if another writer committed in between (the
-    sign-in's token lookup reads first), so concurrent keyed writes answered 503."""
-    db.session.rollback()
-    db.session.connection(execution_options={"sqlite_immediate": True})
-
-
 def idempotency_before() -> Response | None:
     """Replay the stored first response of a repeated Idempotency-Key."""
     key = request.headers.get("Idempotency-Key")
@@ -63,7 +56,7 @@ def idempotency_before() -> Response | None:
     user = g.get("user")
     key = f"{user.id if user is not None else '-'}:{key}"  # one user's key never replays another's
     fingerprint = _fingerprint()
-    _begin_write()
+    begin_write()
     db.session.add(IdempotencyRecord(key=key, fingerprint=fingerprint))
     try:
         db.session.commit()
@@ -92,7 +85,7 @@ def idempotency_after(response: Response) -> Response:
     key = g.pop("idempotency_key", None)
     if key is None:
         return response
-    _begin_write()
+    begin_write()
     record = db.session.get(IdempotencyRecord, key)
     if record is not None:
         if response.status_code >= 500:

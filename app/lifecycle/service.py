@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, func, insert, literal_column, select, text, up
 from sqlalchemy.exc import IntegrityError
 
 from app.common.schemas import MAX_ID, iso
+from app.common.transactions import begin_write
 from app.errors import Conflict, InvalidInput, NotFound
 from app.extensions import db
 from app.jobs.schemas import DispatchSchema
@@ -62,12 +63,6 @@ class Outcome:
 
 
 # --- transactions and locks -------------------------------------------------------------------
-
-
-def begin_write() -> None:
-    """Start a write transaction: IMMEDIATE on SQLite so the lock is taken up front."""
-    db.session.rollback()
-    db.session.connection(execution_options={"sqlite_immediate": True})
 
 
 def _lock_product(product_id: int) -> Product:
