@@ -422,12 +422,12 @@ def _apply(
             "created_at": now,
         }
         record["id"] = conn.execute(insert(_D).values(record).returning(_D.c.id)).scalar_one()
-    conn.execute(
+    writes = [
         update(_J)
         .where(_J.c.id == row.job_id)
-        .values(state=target, updated_at=now, ended_at=now if target == OFF else None)
-    )
-    conn.execute(update(_P).where(_P.c.id == row.id).values(state=target, state_changed_at=now))
+        .values(state=target, updated_at=now, ended_at=now if target == OFF else None),
+        update(_P).where(_P.c.id == row.id).values(state=target, state_changed_at=now),
+    ]
     transition = {
         "product_id": row.id,
         "job_id": row.job_id,
@@ -438,7 +438,14 @@ def _apply(
         "actor": actor,
         "created_at": now,
     }
-    transition["id"] = conn.execute(insert(_T).values(transition).returning(_T.c.id)).scalar_one()
+    audit_row = insert(_T).values(transition).returning(_T.c.id)
+    if conn.dialect.name == "postgresql":
+        # One round trip: Postgres runs the UPDATEs of a WITH whether or not the INSERT reads them.
+        audit_row = audit_row.add_cte(*(w.cte(f"write_{i}") for i, w in enumerate(writes)))
+    else:
+        for write in writes:
+            conn.execute(write)
+    transition["id"] = conn.execute(audit_row).scalar_one()
     audit.note_transition(db.session, transition, product_name=row.name)
     payload = {
         "productId": row.id,
