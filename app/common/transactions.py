@@ -19,10 +19,11 @@ def begin_write() -> None:
     transaction that reads and then writes fails at once with "database is locked" if another
     writer committed in between).
 
-    On PostgreSQL a transaction that has only read (see reads_only) goes on as the write one:
-    in READ COMMITTED each statement reads with a snapshot of its own, so nothing read before is
-    held on to, and ending it would cost a ROLLBACK, and the next checkout a BEGIN and the pool's
-    ping.
+    On PostgreSQL a transaction that has only read (see reads_only) goes on as the write one,
+    unless the session holds ORM objects (a rollback would expire them, and a locking SELECT
+    does not refresh an object already loaded): in READ COMMITTED each statement reads with a
+    snapshot of its own, so nothing read before is held on to, and ending it would cost a
+    ROLLBACK, and the next checkout a BEGIN and the pool's ping.
     """
     session = db.session()
     read_only = session.info.pop(_READ_ONLY, None)
@@ -30,7 +31,7 @@ def begin_write() -> None:
         read_only is not None
         and read_only is session.get_transaction()
         and session.get_bind().dialect.name == "postgresql"
-        and not (session.new or session.dirty or session.deleted)
+        and not (session.identity_map or session.new or session.deleted)
     ):
         return
     session.rollback()
