@@ -48,11 +48,11 @@ def load_identity() -> None:
                 return None
             abort(401, description="The API token is not valid or was revoked.")
         g.token_id = found.token_id
-        g.user, g.auth = found, "token"
+        g.user, g.auth = service.SignedIn._make(found[:_SHOWN]), "token"
     elif session.get("uid") is not None:
         user = db.session.connection().execute(_SESSION_USER, {"uid": session["uid"]}).first()
         if user is not None and user.active and session.get("ver") == session_version(user):
-            g.user, g.auth = user, "session"
+            g.user, g.auth = service.SignedIn._make(user[:_SHOWN]), "session"
         else:
             session.clear()
     if g.user is not None:
@@ -68,11 +68,12 @@ def load_identity() -> None:
     return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
 
 
-# As plain a row as a token's (service.token_and_user), with what session_version needs.
-_USERS = User.__table__
-_SESSION_USER = select(
-    _USERS.c.id, _USERS.c.name, _USERS.c.role, _USERS.c.active, _USERS.c.password_hash
-).where(_USERS.c.id == bindparam("uid"))
+# The same columns as a token's sign-in (service.token_and_user), and what session_version needs;
+# g.user gets the first _SHOWN of them, never the password hash.
+_SHOWN = len(service.USER_COLUMNS)
+_SESSION_USER = select(*service.USER_COLUMNS, User.__table__.c.password_hash).where(
+    User.__table__.c.id == bindparam("uid")
+)
 
 
 def credential() -> tuple | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections import namedtuple
 from functools import cache
 
 from flask import current_app
@@ -93,14 +94,9 @@ def revoke_token(token_id: int) -> ApiToken:
     return token
 
 
-def user_for_token(plain: str) -> Row | None:
-    """The active user behind a bearer token; looked up on every request, so a revoke is at once."""
-    return token_and_user(plain)
-
-
 def token_and_user(plain: str) -> Row | None:
-    """The token (not revoked) and its active user, as one plain row: the user's id, name, role
-    and active, and the token's token_id; last-used time kept to the minute.
+    """The token (not revoked) and its active user, as one plain row: the user's USER_COLUMNS,
+    and the token's token_id; last-used time kept to the minute.
 
     A row, not ORM objects: it is read for every API request, and g.user only needs these
     values (an ORM object would also be expired, and read again, by the view's first rollback).
@@ -119,8 +115,11 @@ def token_and_user(plain: str) -> Row | None:
 
 
 _T, _U = ApiToken.__table__, User.__table__
+# What a signed-in request knows of its user (g.user, as a SignedIn): what UserSchema shows.
+USER_COLUMNS = (_U.c.id, _U.c.name, _U.c.role, _U.c.active, _U.c.created_at)
+SignedIn = namedtuple("SignedIn", [c.name for c in USER_COLUMNS])
 _TOKEN_AND_USER = (
-    select(_U.c.id, _U.c.name, _U.c.role, _U.c.active, _T.c.id.label("token_id"), _T.c.last_used_at)
+    select(*USER_COLUMNS, _T.c.id.label("token_id"), _T.c.last_used_at)
     .join(_U, _U.c.id == _T.c.user_id)
     .where(_T.c.token_hash == bindparam("digest"), _T.c.revoked_at.is_(None), _U.c.active)
 )

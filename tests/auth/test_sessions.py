@@ -26,6 +26,13 @@ def test_sign_in_with_the_right_password(app):
     me = client.get("/api/me").get_json()
     assert me["user"]["name"] == "ana" and me["user"]["role"] == "operator"
     assert "password" not in str(me).lower()
+    # The whole user, as the contract shows it, on a cookie and on a token alike.
+    _, token = make_user(app, "bo", "manager")
+    by_token = client.get("/api/me", headers={"Authorization": f"Bearer {token}"}).get_json()
+    for body, name in ((me, "ana"), (by_token, "bo")):
+        assert set(body["user"]) == {"id", "name", "role", "active", "createdAt"}, body
+        assert body["user"]["name"] == name and body["user"]["active"] is True
+        assert body["user"]["createdAt"].endswith("Z")
 
 
 def test_sign_in_with_a_wrong_password_or_name(app):
