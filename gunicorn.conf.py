@@ -98,9 +98,12 @@ def _fresh_metrics_dir() -> None:
 
 
 def post_worker_init(worker):
-    """Streams may be handed to the hub past their first message (app/realtime/routes.py) where
-    gunicorn frames HTTP itself; behind `protocol = "uwsgi"` the proxy frames the body."""
-    if getattr(worker.cfg, "protocol", "http") == "http":
+    """Streams may be handed to the hub past their first message (app/realtime/routes.py) in a
+    gevent worker (the hub writes from its loop) where gunicorn frames HTTP itself; behind
+    `protocol = "uwsgi"` the proxy frames the body."""
+    from gunicorn.workers.ggevent import GeventWorker
+
+    if isinstance(worker, GeventWorker) and getattr(worker.cfg, "protocol", "http") == "http":
         from app.realtime import routes
 
         routes.HAND_OVER = True

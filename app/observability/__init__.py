@@ -34,6 +34,16 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 PROBE_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "observability.metrics"})
 STREAM_MIMETYPE = "text/event-stream"
+STREAM_END = "trackopz.stream_end"  # environ: logs the end of the stream (once)
+
+
+def stream_ended(environ: dict) -> None:
+    """Log the end of the stream of `environ`'s request, unless it was logged already or the
+    hub took it over (it pops the hook, and calls it when the connection ends)."""
+    hook = environ.pop(STREAM_END, None)
+    if hook is not None:
+        hook()
+
 
 bp = Blueprint("observability", __name__)
 
@@ -105,7 +115,11 @@ def _finish(response: Response) -> Response:
                 },
             )
 
-        response.call_on_close(closed)
+        # A stream may outlive its request (the hub takes a stream's connection over, see
+        # app/realtime/routes.py): whoever ends it last runs this, once.
+        request.environ[STREAM_END] = closed
+        environ = request.environ
+        response.call_on_close(lambda: stream_ended(environ))
     else:
         if endpoint in PROBE_ENDPOINTS:  # polled every few seconds: quiet unless failing
             level = logging.DEBUG if response.status_code < 400 else logging.WARNING

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 FILL_BATCH = 1000
 HEARTBEAT_SECONDS = 5.0
 HEARTBEAT_TTL = 15
+STALLED_SECONDS = 30.0  # an owned stream whose peer takes nothing for this long is let go
 QUIET_SECONDS = 5.0  # a channel this quiet gets a tail check against the table
 OUTAGE_POLL_SECONDS = 2.0
 
@@ -92,7 +93,11 @@ class Client:
         from gevent import get_hub
         from gevent.monkey import get_original
 
-        sock = get_original("socket", "socket")(fileno=fd)
+        try:
+            sock = get_original("socket", "socket")(fileno=fd)
+        except BaseException:
+            os.close(fd)  # the request's socket object let go of it: nobody else closes it
+            raise
         sock.setblocking(False)
         self.sock = sock
         self.send = sock.send
@@ -222,6 +227,15 @@ KEEPALIVE_CHUNK = chunk(KEEPALIVE)
 LAST_CHUNK = b"0\r\n\r\n"  # the end of a chunked body
 
 
+def _ended(lease, on_end) -> None:
+    try:
+        lease.release()
+    except Exception:  # noqa: BLE001 - an unreturned lease expires by itself
+        log.exception("could not give a stream lease back")
+    if on_end is not None:
+        on_end()
+
+
 class Hub:
     def __init__(self) -> None:
         self.app = None
@@ -243,6 +257,7 @@ class Hub:
         self._changed = None
         self._greenlets: list = []
         self._tender = None
+        self._ending: set = set()  # greenlets giving back the leases of ended owned streams
 
     def init_app(self, app) -> None:
         self.stop()
@@ -317,6 +332,10 @@ class Hub:
                 greenlet.kill(block=False)
             for client in list(self.clients):
                 client.close("server stopping")
+            if self._ending:  # a stopping worker gives its streams' leases back before it exits
+                import gevent
+
+                gevent.joinall(list(self._ending), timeout=2)
             broker = self.app.extensions.get("trackopz_broker") if self.app else None
             if broker is not None and broker.redis is not None and self.worker_key:
                 try:
@@ -336,16 +355,17 @@ class Hub:
         self._count_changed()
         return client
 
-    def adopt(self, client: Client, fd: int, cursor: int, lease) -> None:
-        """Take over a stream's connection once its first message is written (Client.adopt);
-        the stream's lease goes back when the connection ends."""
+    def adopt(self, client: Client, fd: int, cursor: int, lease, on_end=None) -> None:
+        """Take over a stream's connection once its first message is written (Client.adopt).
+        When the connection ends, the stream's lease goes back and `on_end()` runs."""
+        import gevent
 
         def closed(client: Client) -> None:
             self.unregister(client)
-            if not lease.released:
-                import gevent
-
-                gevent.spawn(lease.release)  # Redis I/O: not in the loop's callback
+            # Redis I/O and logging: not in the loop's callback that may have closed it.
+            ending = gevent.spawn(_ended, lease, on_end)
+            self._ending.add(ending)
+            ending.link(self._ending.discard)
 
         self._ensure_tender()
         client.adopt(fd, cursor, closed)
@@ -364,12 +384,19 @@ class Hub:
 
         keepalive = self.app.config["SSE_KEEPALIVE_SECONDS"]
         tick = min(1.0, keepalive / 4)
+        stalled = max(STALLED_SECONDS, 2 * keepalive)
         while True:
             gevent.sleep(tick)
             now = time.monotonic()
             due = now - keepalive
             for client in [c for c in self.clients if c.owned and c.wrote <= due]:
-                client.keepalive(now)
+                if client.rest and client.wrote <= now - stalled:
+                    # A peer that takes nothing (a full window) and gets no events is let go
+                    # too, not only one that falls SSE_CLIENT_QUEUE events behind.
+                    client.close("fell behind")
+                    self.dropped_slow += 1
+                else:
+                    client.keepalive(now)
 
     def unregister(self, client: Client) -> None:
         if client in self.clients:

@@ -20,6 +20,7 @@ from app.common.schemas import iso
 from app.errors import InvalidInput
 from app.extensions import db, hub
 from app.models import utcnow
+from app.observability import STREAM_END
 from app.realtime.hub import KEEPALIVE
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ def stream():
     from app.lifecycle.service import dispatchable_snapshot
 
     after = _last_event_id()
+    if request.method == "HEAD":  # the headers a GET would get; no stream is opened
+        return _stream_response(())
     if len(hub.clients) >= current_app.config["SSE_MAX_STREAMS"]:
         raise WorkerFull(
             "This server holds as many live streams as it may (WORKER_CONNECTIONS); "
@@ -122,6 +125,7 @@ def stream():
     )
     keepalive = current_app.config["SSE_KEEPALIVE_SECONDS"]
     app = current_app._get_current_object()
+    environ = request.environ
     # Past its first message a plain HTTP/1.1 stream is handed to the hub (Hub.adopt): gunicorn
     # frames a GET's HTTP/1.1 body of unknown length in chunks, and the hub goes on writing
     # chunks. Only where gunicorn.conf.py says this gunicorn speaks HTTP itself (HAND_OVER; with
@@ -157,7 +161,7 @@ def stream():
                 watcher.close()
                 watcher = None
                 fd = sock.detach()  # gunicorn's socket object lets go; the connection stays
-                hub.adopt(client, fd, cursor, lease)
+                hub.adopt(client, fd, cursor, lease, on_end=environ.pop(STREAM_END, None))
                 lease.watch(client.sock)  # a revoked credential hangs up the hub's socket now
                 handed_over = True
                 raise HandedOver()
@@ -189,7 +193,11 @@ def stream():
                 except Exception:  # noqa: BLE001 - an unreturned lease expires by itself
                     log.exception("could not give a stream lease back")
 
-    response = Response(generate(), mimetype="text/event-stream")
+    return _stream_response(generate())
+
+
+def _stream_response(body) -> Response:
+    response = Response(body, mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response

@@ -177,3 +177,38 @@ def test_an_owned_connection_ends_its_body_with_the_last_chunk_when_the_server_s
         assert closed == [client]
     finally:
         peer.close()
+
+
+def test_an_owned_connection_whose_peer_takes_nothing_is_let_go_with_no_events_flowing(
+    app, monkeypatch
+):
+    """A peer with a full window and no events coming is never cut off by a queue bound: the
+    tender lets it go once it has taken nothing for twice the keepalive interval."""
+    import time
+
+    import gevent
+
+    monkeypatch.setattr(hub_module, "STALLED_SECONDS", 0.0)
+    app.config["SSE_KEEPALIVE_SECONDS"] = 0.2
+    import socket
+
+    from app.auth.streams import Lease
+
+    ours, peer = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client = hub.register()
+    hub.adopt(client, ours.detach(), 0, Lease(None, None, "", shared=False))
+    dropped = hub.dropped_slow
+    try:
+        big = hub_module.chunk(hub_module.frame(1, "z" * 1_000_000))
+        assert client.push_chunk(1, big, time.monotonic()) and client.rest
+        deadline = time.monotonic() + 5
+        while not client.closed:
+            assert time.monotonic() < deadline, "the stalled peer was never let go"
+            gevent.sleep(0.05)
+        assert client.reason == "fell behind"
+        assert hub.dropped_slow == dropped + 1 and client not in hub.clients
+    finally:
+        peer.close()
+        hub.stop()

@@ -377,3 +377,13 @@ def test_a_worker_at_its_stream_limit_answers_503_and_lets_the_next_in_later(cli
         assert second.messages(1)[0]["json"]["type"] == "connection_established"
     finally:
         second.close()
+
+
+def test_a_head_request_gets_the_stream_headers_and_opens_no_stream(client):
+    for _ in range(3):
+        response = client.head(STREAM)
+        assert response.status_code == 200
+        assert response.mimetype == "text/event-stream"
+        assert response.headers["Cache-Control"] == "no-cache"
+        assert response.data == b""
+    assert len(hub.clients) == 0  # nothing left waiting for events that nobody reads

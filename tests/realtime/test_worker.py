@@ -4,6 +4,7 @@ go without leaving a greenlet or a queue behind, and gunicorn refuses workers it
 from __future__ import annotations
 
 import os
+import re
 import selectors
 import signal
 import socket
@@ -306,9 +307,10 @@ def test_stopping_the_server_ends_every_stream_it_holds_with_a_complete_body(
     """Streams past their first message are held by the hub, not by a request: a worker that
     shuts down still ends each one's chunked body properly (the browser reconnects elsewhere at
     once), and handing a stream over leaves no error in the server's log."""
-    host = gunicorns({**rt_env, "REDIS_URL": rt_redis.url}, workers=1)
+    host = gunicorns({**rt_env, "REDIS_URL": rt_redis.url, "LOG_LEVEL": "info"}, workers=1)
     socks = [_stalled_stream(host.port, auth_headers) for _ in range(3)]
     try:
+        time.sleep(1.2)
         host.stop()
         for s in socks:
             body = b""
@@ -320,3 +322,9 @@ def test_stopping_the_server_ends_every_stream_it_holds_with_a_complete_body(
             s.close()
     log = host.log_path.read_text(errors="replace")
     assert "Traceback" not in log and "Error handling request" not in log, log[-3000:]
+    # Each stream's end is logged when it ends, with how long it was open, not at the hand-over.
+    durations = [float(d) for d in re.findall(r"stream closed after (\d+\.\d)s", log)]
+    assert len(durations) == 3 and min(durations) >= 1.0, log[-3000:]
+    # And the stopping worker gave their leases back (they would count for a minute otherwise).
+    store = redis.Redis.from_url(rt_redis.url)
+    assert sum(store.zcard(k) for k in store.scan_iter(match="trackopz:streams:*")) == 0
