@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
+from app.common.transactions import begin_write
 from app.errors import DomainError, InvalidInput
 from app.extensions import db
 from app.lifecycle import service
@@ -110,7 +111,7 @@ def _run_each(items, *, actor, authorize) -> BatchResult:
             try:
                 if authorize is not None:
                     authorize(item)
-                service.begin_write()
+                begin_write()
                 body = _apply(item, actor)
                 outbox.commit()
             except DomainError as err:
@@ -133,7 +134,7 @@ def _run_each(items, *, actor, authorize) -> BatchResult:
 
 
 def _emit_delta(product_ids: list[int]) -> None:
-    service.begin_write()
+    begin_write()
     _lock_products(product_ids)
     service.emit_dispatchable_delta(product_ids)
     outbox.commit()
@@ -142,7 +143,7 @@ def _emit_delta(product_ids: list[int]) -> None:
 def _run_atomic(items, *, actor, authorize) -> BatchResult:
     result = BatchResult(atomic=True)
     changed: list[int] = []
-    service.begin_write()
+    begin_write()
     try:
         _lock_products([item["product_id"] for item in items], with_machines=True)
         for item in items:

@@ -92,20 +92,22 @@ def _write_pending(session) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENT_LOCK_KEY})
     now = utcnow()  # commit order: created_at rises with the id, prune cuts a prefix
     params: dict = {"now": now}
+    bodies = []  # (type, payload without a LIVE_COUNT, whether it gets the count)
     for i, (type_, payload) in enumerate(pending):
-        if payload.get("count") is LIVE_COUNT:
-            head, tail = json.dumps({k: v for k, v in payload.items() if k != "count"}), "}"
-            head = head[:-1] + (", " if len(head) > 2 else "") + '"count": '
-        else:
-            head, tail = json.dumps(payload), None
+        counted = payload.get("count") is LIVE_COUNT
+        body = {k: v for k, v in payload.items() if k != "count"} if counted else payload
+        head, tail = json.dumps(body), None
+        if counted:
+            head, tail = head[:-1] + (", " if body else "") + '"count": ', "}"
         params.update({f"type_{i}": type_, f"head_{i}": head, f"tail_{i}": tail})
+        bodies.append((type_, body, counted))
     inserted = conn.execute(_insert_events(dialect, len(pending)), params).all()
     written = session.info.setdefault(WRITTEN, [])
     # Ids are drawn row by row in `ord` order; RETURNING's order is not promised.
-    for (event_id, count), (type_, payload) in zip(sorted(inserted), pending, strict=True):
-        if payload.get("count") is LIVE_COUNT:
-            payload = {k: v for k, v in payload.items() if k != "count"} | {"count": int(count)}
-        written.append((event_id, event_json(type_, payload, now)))
+    for (event_id, count), (type_, body, counted) in zip(sorted(inserted), bodies, strict=True):
+        written.append(
+            (event_id, event_json(type_, body | {"count": int(count)} if counted else body, now))
+        )
         audit.note_event(session, type_)
 
 

@@ -32,8 +32,8 @@ from flask import current_app
 from sqlalchemy import func, select, text, update
 
 from app.common.schemas import iso
+from app.common.transactions import begin_write
 from app.extensions import db
-from app.lifecycle.service import begin_write
 from app.models import Event, utcnow
 from app.webhooks.models import Webhook, WebhookDelivery
 from app.webhooks.service import refusal
