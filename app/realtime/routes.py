@@ -242,7 +242,8 @@ def _watch_disconnect(sock, client):
 @bp.doc(
     summary="This worker's stream hub: clients, queues, last event id, greenlets",
     description=(
-        "JSON about the worker that answers (each worker has its own hub): open streams, events "
+        "JSON about the worker that answers (each worker has its own hub): open streams (and, "
+        "as `owned`, how many of them the hub holds itself past their first message), events "
         "waiting in their queues, the last event id delivered, whether the Redis subscription "
         "is up, the relay backlog, and the number of running greenlets. For operators and "
         "tests."
@@ -254,7 +255,7 @@ def stats():
 
     from app.extensions import broker
 
-    # Greenlets spawned in this worker (requests, streams, watchers, loops) that still run; the
+    # Greenlets spawned in this worker (requests, queued streams, loops) that still run; the
     # hubs and the threadpool's worker threads (a bounded pool, for DNS) are not counted.
     alive = sum(1 for o in gc.get_objects() if isinstance(o, Greenlet) and not o.dead)
     return {
