@@ -64,6 +64,7 @@ class Client:
         "send",
         "wrote",
         "reader",
+        "peek",
         "writer",
         "on_close",
     )
@@ -83,9 +84,20 @@ class Client:
         self.backlog: list[bytes] = []  # owned: chunks waiting behind `rest`
         self.send = None
         self.wrote = 0.0  # owned: when something was last sent (for keepalives)
-        self.reader = None
+        self.reader = None  # notices a hang-up at once, even when nothing is being sent
+        self.peek = None  # the connection's non-blocking recv, for the reader
         self.writer = None
         self.on_close = None
+
+    def watch(self, sock) -> None:
+        """Close this client as soon as the peer of `sock` hangs up: a read watcher, no
+        greenlet. It stays on the same descriptor when the hub adopts the connection."""
+        from gevent import get_hub
+
+        self.sock = sock
+        self.peek = getattr(sock, "_sock", sock).recv  # gevent's socket wraps a non-blocking one
+        self.reader = get_hub().loop.io(sock.fileno(), 1)
+        self.reader.start(self._readable)
 
     def adopt(self, fd: int, cursor: int, on_close) -> None:
         """Own the connection `fd` from here on (see the class docstring); the frames queued
@@ -99,17 +111,17 @@ class Client:
             os.close(fd)  # the request's socket object let go of it: nobody else closes it
             raise
         sock.setblocking(False)
-        self.sock = sock
+        if self.reader is None:
+            self.watch(sock)
+        else:  # the reader goes on, on the same descriptor, with this socket object
+            self.sock, self.peek = sock, sock.recv
         self.send = sock.send
         self.on_close = on_close
         self.cursor = cursor
         self.wrote = time.monotonic()
         queued, self.pending, self.wakeup = self.pending, (), None
         self.owned = True
-        loop = get_hub().loop
-        self.reader = loop.io(fd, 1)
-        self.reader.start(self._readable)
-        self.writer = loop.io(fd, 2)
+        self.writer = get_hub().loop.io(fd, 2)
         for event_id, data in queued:
             if event_id > self.cursor and not self.push_chunk(event_id, chunk(data), self.wrote):
                 return
@@ -162,7 +174,7 @@ class Client:
         from socket import MSG_PEEK
 
         try:
-            if self.sock.recv(1, MSG_PEEK) != b"":
+            if self.peek(1, MSG_PEEK) != b"":
                 self.reader.stop()  # the client sent something: an SSE client has nothing to say
                 return
         except (BlockingIOError, InterruptedError):
@@ -181,6 +193,9 @@ class Client:
             return
         self.closed = True
         self.reason = reason
+        if self.reader is not None:
+            self.reader.stop()
+            self.reader.close()
         if self.owned:
             self._hang_up(reason)
             return
@@ -194,9 +209,8 @@ class Client:
 
     def _hang_up(self, reason: str) -> None:
         """Owned: end the connection (a server going away ends the body properly first)."""
-        for watcher in (self.reader, self.writer):
-            watcher.stop()
-            watcher.close()
+        self.writer.stop()
+        self.writer.close()
         sock = self.sock
         try:
             if reason == "server stopping":
@@ -350,7 +364,8 @@ class Hub:
     def register(self, sock=None) -> Client:
         self.ensure_started()
         client = Client(self.app.config["SSE_CLIENT_QUEUE"])
-        client.sock = sock
+        if sock is not None:
+            client.watch(sock)
         self.clients.add(client)
         self._count_changed()
         return client

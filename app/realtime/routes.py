@@ -141,11 +141,8 @@ def stream():
 
     def generate():
         nonlocal cursor, first, replay
-        watcher = None
         handed_over = False
         try:
-            if sock is not None:
-                watcher = _watch_disconnect(sock, client)
             chunk = [first]
             for event_id, data in replay:
                 if event_id > cursor:
@@ -157,9 +154,6 @@ def stream():
             yield b"".join(chunk)
             chunk = None
             if own and not client.closed:
-                watcher.stop()
-                watcher.close()
-                watcher = None
                 fd = sock.detach()  # gunicorn's socket object lets go; the connection stays
                 hub.adopt(client, fd, cursor, lease, on_end=environ.pop(STREAM_END, None))
                 lease.watch(client.sock)  # a revoked credential hangs up the hub's socket now
@@ -180,9 +174,6 @@ def stream():
                     yield KEEPALIVE
                     wrote = time.monotonic()
         finally:
-            if watcher is not None:
-                watcher.stop()
-                watcher.close()
             if not handed_over:
                 hub.unregister(client)
                 # The generator runs after the request's contexts are gone; giving the lease
@@ -210,32 +201,6 @@ class HandedOver(OSError):
 
     def __init__(self):
         super().__init__(errno.ENOTCONN, "the event stream's connection was handed to the hub")
-
-
-def _watch_disconnect(sock, client):
-    """Notice a closed connection at once, even when nothing is being published: a read
-    watcher on the socket (no greenlet of its own) closes the client when the peer hangs up."""
-    from socket import MSG_PEEK
-
-    from gevent import get_hub
-
-    raw = getattr(sock, "_sock", sock)
-    watcher = get_hub().loop.io(sock.fileno(), 1)
-
-    def readable():
-        try:
-            if raw.recv(1, MSG_PEEK) != b"":
-                watcher.stop()  # the client sent something: an SSE client has nothing to say
-                return
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            pass
-        watcher.stop()
-        client.close("client went away")
-
-    watcher.start(readable)
-    return watcher
 
 
 @bp.route("/realtime/stats")
