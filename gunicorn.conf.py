@@ -103,6 +103,13 @@ def post_worker_init(worker):
     `protocol = "uwsgi"` the proxy frames the body."""
     from gunicorn.workers.ggevent import GeventWorker
 
+    if isinstance(worker, GeventWorker):
+        # One accept per wake-up, as gevent advises for several processes on one socket (its
+        # own WSGIServer does so): at 100, the worker that wakes first takes a whole burst of
+        # new connections, and with keep-alive it then serves all of them while the other idles.
+        from gevent.server import StreamServer
+
+        StreamServer.max_accept = 1
     if isinstance(worker, GeventWorker) and getattr(worker.cfg, "protocol", "http") == "http":
         from app.realtime import routes
 

@@ -82,7 +82,18 @@ def lifecycle(product_id: int) -> dict:
     Plain rows, no ORM objects: the write path returns this with every transition, so it is
     read with one cached statement and built straight from the rows.
     """
-    found = db.session.connection().execute(_LIFECYCLE, {"pid": product_id}).all()
+    return lifecycle_from(
+        db.session.connection().execute(*lifecycle_statement(product_id)).all(), product_id
+    )
+
+
+def lifecycle_statement(product_id: int) -> tuple:
+    """The statement lifecycle() runs, with its parameters, for a caller that sends it itself
+    (the write path: with its commit); lifecycle_from() builds the answer from its rows."""
+    return _LIFECYCLE, {"pid": product_id}
+
+
+def lifecycle_from(found, product_id: int) -> dict:
     if not found:
         raise NotFound(f"No product with id {product_id}.")
     product = _ProductRow._make(found[0][_PRODUCT_AT])

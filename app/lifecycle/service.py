@@ -8,21 +8,34 @@ outgoing events, and commits them together. Views only translate HTTP to these c
 from __future__ import annotations
 
 import json
+from collections import namedtuple
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from types import SimpleNamespace
 
-from sqlalchemy import bindparam, func, insert, literal_column, select, text, update
+from sqlalchemy import (
+    Sequence,
+    String,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
+from app.common import roundtrip
 from app.common.schemas import MAX_ID, iso
 from app.common.transactions import begin_write
 from app.errors import Conflict, InvalidInput, NotFound
 from app.extensions import db
 from app.jobs.schemas import DispatchSchema
-from app.lifecycle.reads import lifecycle, transition_dict
+from app.lifecycle import reads
+from app.lifecycle.reads import transition_dict
 from app.models import (
     OFF,
     ON,
@@ -272,15 +285,15 @@ def change_state(**change) -> Outcome:
     """
     _target_state(change["action"], change.get("new_state"))
     begin_write()
-    outcome, item = _apply(**change)
+    outcome, item, writes = _apply(**change)
     if outcome.new_state == ON:
         _emit_dispatchable_change(items=[item])
     else:
         _emit_dispatchable_change(removed=[outcome.product["id"]])
-    # Read under the row lock, so exactly what this change left.
-    outcome = replace(outcome, lifecycle=lifecycle(outcome.product["id"]))
-    outbox.commit()
-    return outcome
+    # The writes and the lifecycle read go with the commit (one round trip on PostgreSQL): read
+    # under the row lock, so exactly what this change left.
+    *_, found = outbox.commit(last=[*writes, reads.lifecycle_statement(outcome.product["id"])])
+    return replace(outcome, lifecycle=reads.lifecycle_from(found, outcome.product["id"]))
 
 
 def _target_state(action: str, new_state: str | None) -> str:
@@ -342,6 +355,46 @@ def _change_statements():
 
 
 _LOCK_PRODUCT, _LOCK_MACHINE, _CHANGE_ROW = _change_statements()
+# PostgreSQL: the same read also draws the id of the Transition to write, so that the event
+# that names it can be built before the row is written (and sent with it, in one round trip).
+_CHANGE_ROW_PG = _CHANGE_ROW.add_columns(
+    Sequence("transitions_id_seq").next_value().label("transition_id")
+)
+_ChangeRow = namedtuple("_ChangeRow", [c.key for c in _CHANGE_ROW_PG.selected_columns])
+
+
+def _write_statements():
+    """PostgreSQL: the job UPDATE, the product UPDATE and the Transition INSERT as one statement
+    (it runs the UPDATEs of a WITH whether or not the INSERT reads them), and the machine's
+    status UPDATE; built once, the write path binds values only."""
+    now, to = bindparam("now", type_=_T.c.created_at.type), bindparam("to_state", type_=String)
+    job = (
+        update(_J)
+        .where(_J.c.id == bindparam("jid"))
+        .values(state=to, updated_at=now, ended_at=bindparam("ended", type_=_J.c.ended_at.type))
+    )
+    product = update(_P).where(_P.c.id == bindparam("pid")).values(state=to, state_changed_at=now)
+    transition = insert(_T).values(
+        id=bindparam("tid"),
+        product_id=bindparam("pid"),
+        job_id=bindparam("jid"),
+        from_state=bindparam("from_state", type_=String),
+        to_state=to,
+        action=bindparam("t_action", type_=String),
+        reason=bindparam("t_reason", type_=String),
+        actor=bindparam("t_actor", type_=String),
+        created_at=now,
+    )
+    change = transition.add_cte(job.cte("write_job"), product.cte("write_product"))
+    machine = (
+        update(_M)
+        .where(_M.c.id == bindparam("mid"))
+        .values(status=bindparam("m_status", type_=String), updated_at=now)
+    )
+    return change, machine
+
+
+_WRITE_CHANGE, _WRITE_MACHINE = _write_statements()
 
 
 def _locked_row(product_id: int):
@@ -353,12 +406,18 @@ def _locked_row(product_id: int):
     params = {"pid": product_id}
     # Lock first, read after: a locking SELECT that waited for its lock re-reads only the locked
     # row; a joined job or machine, or the "another ON job" test, would be the stale ones.
-    conn.execute(_LOCK_PRODUCT, params)
     # The machine of its latest job too (after the product, as every path takes them): whether
     # the machine still runs anything depends on other products' jobs on it, so transitions on
     # one machine take turns; otherwise two racing ones could both leave it "running" or "idle".
-    conn.execute(_LOCK_MACHINE, params)
-    row = conn.execute(_CHANGE_ROW, params).one_or_none()
+    if roundtrip.together(conn):  # the three in one round trip, still run in this order
+        *_, found = roundtrip.send(
+            conn, [(_LOCK_PRODUCT, params), (_LOCK_MACHINE, params), (_CHANGE_ROW_PG, params)]
+        )
+        row = _ChangeRow._make(found[0]) if found else None
+    else:
+        conn.execute(_LOCK_PRODUCT, params)
+        conn.execute(_LOCK_MACHINE, params)
+        row = conn.execute(_CHANGE_ROW, params).one_or_none()
     if row is None:
         raise NotFound(f"No product with id {product_id}.")
     return row
@@ -371,7 +430,10 @@ def apply_change(**change) -> Outcome:
     Every rule is checked before anything is written, so a DomainError leaves the transaction
     as it was and the caller may go on with it (a batch does).
     """
-    return _apply(**change)[0]
+    outcome, _, writes = _apply(**change)
+    if writes:  # at once: the batch's next change, and its delta, read what this one wrote
+        roundtrip.send(db.session.connection(), writes)
+    return outcome
 
 
 def _apply(
@@ -383,13 +445,16 @@ def _apply(
     new_state: str | None = None,
     actor: str | None = None,
     dispatch: dict | None = None,
-) -> tuple[Outcome, dict]:
+) -> tuple[Outcome, dict, list[roundtrip.Statement]]:
     """One state change (see change_state), also giving the product's dispatchable item as it is
-    after the change.
+    after the change, and the writes left for the caller to send.
 
-    The write path of every transition, so it is lean: one statement reads and locks all it
+    The write path of every transition, so it is lean: one round trip reads and locks all it
     needs, then the job, the product, the Transition (and the Dispatch) are written by plain
-    statements: no ORM objects, and nothing read back after the commit.
+    statements: no ORM objects, and nothing read back after the commit. On PostgreSQL those
+    writes (but the Dispatch's) are returned, not run: the caller sends them with its next
+    round trip (change_state: with the commit; a batch: at once), and the Transition's id was
+    drawn by the locking read.
     """
     target = _target_state(action, new_state)
     row = _locked_row(product_id)
@@ -422,12 +487,6 @@ def _apply(
             "created_at": now,
         }
         record["id"] = conn.execute(insert(_D).values(record).returning(_D.c.id)).scalar_one()
-    writes = [
-        update(_J)
-        .where(_J.c.id == row.job_id)
-        .values(state=target, updated_at=now, ended_at=now if target == OFF else None),
-        update(_P).where(_P.c.id == row.id).values(state=target, state_changed_at=now),
-    ]
     transition = {
         "product_id": row.id,
         "job_id": row.job_id,
@@ -438,14 +497,22 @@ def _apply(
         "actor": actor,
         "created_at": now,
     }
-    audit_row = insert(_T).values(transition).returning(_T.c.id)
-    if conn.dialect.name == "postgresql":
-        # One round trip: Postgres runs the UPDATEs of a WITH whether or not the INSERT reads them.
-        audit_row = audit_row.add_cte(*(w.cte(f"write_{i}") for i, w in enumerate(writes)))
+    ended = now if target == OFF else None
+    together = roundtrip.together(conn)
+    writes: list[roundtrip.Statement] = []
+    if together:  # written by the caller, in one round trip with what follows
+        transition["id"] = row.transition_id
+        writes.append((_WRITE_CHANGE, _write_params(transition, ended)))
     else:
-        for write in writes:
-            conn.execute(write)
-    transition["id"] = conn.execute(audit_row).scalar_one()
+        conn.execute(
+            update(_J)
+            .where(_J.c.id == row.job_id)
+            .values(state=target, updated_at=now, ended_at=ended)
+        )
+        conn.execute(update(_P).where(_P.c.id == row.id).values(state=target, state_changed_at=now))
+        transition["id"] = conn.execute(
+            insert(_T).values(transition).returning(_T.c.id)
+        ).scalar_one()
     audit.note_transition(db.session, transition, product_name=row.name)
     payload = {
         "productId": row.id,
@@ -469,10 +536,12 @@ def _apply(
         status = "running" if (target == ON or row.machine_busy) else "idle"
         if status != row.machine_status:
             # A statement, like the rest: the next change of an atomic batch and the lifecycle
-            # read for the response see it at once (an ORM change would wait for a flush).
-            conn.execute(
-                update(_M).where(_M.c.id == row.machine_id).values(status=status, updated_at=now)
-            )
+            # read for the response see it (an ORM change would wait for a flush).
+            params = {"mid": row.machine_id, "m_status": status, "now": now}
+            if together:
+                writes.append((_WRITE_MACHINE, params))
+            else:
+                conn.execute(_WRITE_MACHINE, params)
             _machine_status_changed(row.machine_id, row.process, row.machine_status, status)
     product = {"id": row.id, "name": row.name, "code": row.code}
     outcome = Outcome(
@@ -485,7 +554,23 @@ def _apply(
         timestamp=now,
         dispatch=_dispatch_dict(record, product) if record is not None else None,
     )
-    return outcome, _item(row)
+    return outcome, _item(row), writes
+
+
+def _write_params(transition: dict, ended: datetime | None) -> dict:
+    """_WRITE_CHANGE's parameters, from the Transition row it writes."""
+    return {
+        "tid": transition["id"],
+        "pid": transition["product_id"],
+        "jid": transition["job_id"],
+        "from_state": transition["from_state"],
+        "to_state": transition["to_state"],
+        "t_action": transition["action"],
+        "t_reason": transition["reason"],
+        "t_actor": transition["actor"],
+        "now": transition["created_at"],
+        "ended": ended,
+    }
 
 
 def _dispatch_dict(record: dict, product: dict) -> dict:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from functools import lru_cache
 
@@ -22,6 +23,7 @@ from sqlalchemy import TextClause, bindparam, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from app.common import roundtrip
 from app.common.schemas import iso
 from app.extensions import broker, db
 from app.models import Event, utcnow
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 EVENT_LOCK_KEY = 0x7472_6B6F  # "trko": the one advisory lock that orders event commits
 PENDING = "outbox"  # events emitted in the open transaction, not inserted yet
 WRITTEN = "outbox_written"  # (id, json) of the events the committing transaction inserted
+LAST = "outbox_last"  # statements commit() runs before the events, and a list for their rows
 
 
 def event_json(type_: str, payload: dict, created_at: datetime) -> str:
@@ -55,19 +58,25 @@ def emit(type_: str, payload: dict) -> None:
     db.session.info.setdefault(PENDING, []).append((type_, payload))
 
 
-def commit() -> list[tuple[int, str]]:
-    """Commit the transaction; its events are published after the commit (never before)."""
+def commit(*, last: Sequence[roundtrip.Statement] = ()) -> list[list[tuple]]:
+    """Commit the transaction; its events are published after the commit (never before).
+
+    `last`: statements to run at the end of the transaction, before its events are written;
+    their rows are returned. On PostgreSQL they share the commit's round trip (see
+    _write_pending): a write whose result is only needed for the response, or the read of what
+    the transaction leaves, costs no round trip of its own.
+    """
     session = db.session
-    published: list[tuple[int, str]] = []
-    session.info["outbox_published"] = published
+    results: list[list[tuple]] = []
+    session.info[LAST] = (list(last), results)
     try:
         session.commit()
     except Exception:
         session.rollback()
         raise
     finally:
-        session.info.pop("outbox_published", None)
-    return published
+        session.info.pop(LAST, None)
+    return results
 
 
 def is_unavailable_error(err: BaseException) -> bool:
@@ -79,17 +88,31 @@ def is_unavailable_error(err: BaseException) -> bool:
 
 
 def _write_pending(session) -> None:
-    """Insert the transaction's events last, under the lock that orders event commits."""
+    """Run commit()'s last statements, then insert the transaction's events under the lock that
+    orders event commits.
+
+    On PostgreSQL the last statements, the lock, the INSERT and the COMMIT go in one round trip
+    (app.common.roundtrip), so the lock is held only while the server runs the INSERT and the
+    COMMIT: sent one by one, the greenlet holding it waited for each reply and then for its
+    turn among the worker's other greenlets, and every writer of every worker waited with it.
+    The session's own COMMIT that follows finds the transaction ended and sends nothing.
+    """
+    last, results = session.info.pop(LAST, ((), []))
     pending = session.info.pop(PENDING, None)
-    if not pending:
+    if not pending and not last:
         return
     # The transaction's other changes go first: every row lock it needs is taken before the
     # event lock, so the event lock is never held while waiting for a row.
     session.flush()
     conn = session.connection()
     dialect = conn.dialect.name
-    if dialect == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENT_LOCK_KEY})
+    together = roundtrip.together(conn)
+    if not together:
+        results.extend(conn.execute(stmt, params).all() for stmt, params in last)
+    if not pending:
+        if together:
+            results.extend(roundtrip.send(conn, last))
+        return
     now = utcnow()  # commit order: created_at rises with the id, prune cuts a prefix
     params: dict = {"now": now}
     bodies = []  # (type, payload without a LIVE_COUNT, whether it gets the count)
@@ -101,7 +124,15 @@ def _write_pending(session) -> None:
             head, tail = head[:-1] + (", " if body else "") + '"count": ', "}"
         params.update({f"type_{i}": type_, f"head_{i}": head, f"tail_{i}": tail})
         bodies.append((type_, body, counted))
-    inserted = conn.execute(_insert_events(dialect, len(pending)), params).all()
+    insert = _insert_events(dialect, len(pending))
+    if together:
+        tail = [(_EVENT_LOCK, {"key": EVENT_LOCK_KEY}), (insert, params)]
+        *done, _, inserted = roundtrip.send(conn, [*last, *tail], commit=True)
+        results.extend(done)
+    else:
+        if dialect == "postgresql":
+            conn.execute(_EVENT_LOCK, {"key": EVENT_LOCK_KEY})
+        inserted = conn.execute(insert, params).all()
     written = session.info.setdefault(WRITTEN, [])
     # Ids are drawn row by row in `ord` order; RETURNING's order is not promised.
     for (event_id, count), (type_, body, counted) in zip(sorted(inserted), bodies, strict=True):
@@ -109,6 +140,9 @@ def _write_pending(session) -> None:
             (event_id, event_json(type_, body | {"count": int(count)} if counted else body, now))
         )
         audit.note_event(session, type_)
+
+
+_EVENT_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 
 
 @lru_cache(maxsize=64)
@@ -140,9 +174,6 @@ def _publish_committed(session) -> None:
     messages = session.info.pop(WRITTEN, None)
     if not messages:
         return
-    sink = session.info.get("outbox_published")
-    if sink is not None:
-        sink.extend(messages)
     try:
         broker.publish(messages)
     except Exception:  # the write is committed: the hubs' gap fill and tail check deliver it
@@ -153,6 +184,7 @@ def _forget_on_rollback(session) -> None:
     """A rolled-back transaction's events were never committed: drop them from the outbox."""
     session.info.pop(PENDING, None)
     session.info.pop(WRITTEN, None)
+    session.info.pop(LAST, None)
 
 
 def init_outbox() -> None:

@@ -1,0 +1,71 @@
+"""Several statements sent to PostgreSQL in one round trip.
+
+On the write path a round trip costs more than its statement does: the worker's CPU to send,
+wait and wake (a gevent switch each time), the server's to read and answer, and, while the
+transaction holds a lock, the wait of every writer queued behind it, for as long as this
+greenlet waits for its turn among the worker's others. psycopg's pipeline mode does not avoid
+that under gevent: each execute() in a pipeline waits on the socket, which is a switch.
+
+So the statements go as one simple-protocol Query, their parameters bound on the client by
+psycopg's own quoting (`ClientCursor.mogrify`, libpq's escaping). The server runs them one
+after the other, each with its own snapshot (READ COMMITTED), as if sent one by one, and stops
+at the first that fails, leaving the transaction aborted.
+
+Only for PostgreSQL through psycopg (`together`); elsewhere callers execute the statements one
+by one. Meant for statements built once (module level): each one's SQL is compiled once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import psycopg
+from sqlalchemy import Connection, exc
+from sqlalchemy.sql import Executable
+
+Statement = tuple[Executable, dict]
+
+
+def together(conn: Connection) -> bool:
+    """Whether `send` works on this connection."""
+    return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg"
+
+
+def send(
+    conn: Connection, statements: Sequence[Statement], *, commit: bool = False
+) -> list[list[tuple]]:
+    """Run `statements` in `conn`'s open transaction in one round trip, then COMMIT in the
+    same one if `commit`; each statement's rows (plain tuples; [] for a statement with none).
+
+    A failure comes out as SQLAlchemy's exception for it (IntegrityError, OperationalError, ...),
+    as if SQLAlchemy had sent the statement; a lost connection is invalidated.
+    """
+    raw = conn.connection.driver_connection
+    quoting = psycopg.ClientCursor(raw)
+    parts = []
+    for stmt, params in statements:
+        compiled = _compiled(stmt, conn.dialect)
+        parts.append(quoting.mogrify(compiled.string, compiled.construct_params(params)))
+    if commit:
+        parts.append("COMMIT")
+    sql = ";\n".join(parts)
+    cursor = raw.cursor()
+    try:
+        cursor.execute(sql)
+        results = []
+        for _ in statements:
+            results.append(cursor.fetchall() if cursor.description is not None else [])
+            cursor.nextset()
+        return results
+    except psycopg.Error as err:
+        if conn.dialect.is_disconnect(err, raw, cursor):
+            conn.invalidate(err)
+        raise exc.DBAPIError.instance(sql, None, err, psycopg.Error, dialect=conn.dialect) from err
+    finally:
+        cursor.close()
+
+
+@lru_cache(maxsize=256)
+def _compiled(stmt: Executable, dialect):
+    return stmt.compile(dialect=dialect)
