@@ -3,8 +3,9 @@
 Every event is turned into its SSE frame (and its HTTP chunk) once per worker. An idle client
 gets the chunk written to its socket by the hub at once; a busy one gets it appended to its small
 pending list, and its own greenlet writes whatever is pending in one write. Events leave
-the hub in id order with no gaps: a jump in ids is filled from the events table first (ids
-commit in order, see outbox.py, so what the table lacks then was rolled back and never was).
+the hub in id order with no gaps: a jump in ids waits a moment for the smaller ids' publishes
+(racing writers publish in any order), then is filled from the events table (ids commit in
+order, see outbox.py, so what the table lacks then was rolled back and never was).
 While Redis is down the hub reads new events from the table every couple of seconds instead.
 """
 
@@ -24,6 +25,9 @@ HEARTBEAT_TTL = 15
 STALLED_SECONDS = 30.0  # an owned stream whose peer takes nothing for this long is let go
 QUIET_SECONDS = 5.0  # a channel this quiet gets a tail check against the table
 OUTAGE_POLL_SECONDS = 2.0
+# How long a later event waits for a smaller id's publish before the table is asked for it.
+# Writers publish after their commits, in whatever order their greenlets get to it.
+GAP_GRACE_SECONDS = 0.05
 
 
 def frame(event_id: int, body: str) -> bytes:
@@ -272,6 +276,8 @@ class Hub:
         self._greenlets: list = []
         self._tender = None
         self._ending: set = set()  # greenlets giving back the leases of ended owned streams
+        self._early: dict[int, bytes] = {}  # events published before a smaller id, by id
+        self._gap_timer = None  # when the table is asked for what _early waits for
 
     def init_app(self, app) -> None:
         self.stop()
@@ -309,6 +315,8 @@ class Hub:
             self.window.clear()
             self.snapshot = None
             self._lock = Semaphore()
+            self._early = {}
+            self._gap_timer = None
             self._changed = Event()
             self.subscribed = False
             self.worker_key = f"{self.clients_key_prefix}{socket.gethostname()}:{os.getpid()}"
@@ -342,8 +350,10 @@ class Hub:
         """Stop this worker's loops, end its streams and withdraw its client count."""
         mine = self._pid == os.getpid()
         if mine:
-            for greenlet in self._greenlets:
-                greenlet.kill(block=False)
+            for greenlet in [*self._greenlets, self._gap_timer]:
+                if greenlet is not None:
+                    greenlet.kill(block=False)
+            self._gap_timer = None
             for client in list(self.clients):
                 client.close("server stopping")
             if self._ending:  # a stopping worker gives its streams' leases back before it exits
@@ -499,8 +509,42 @@ class Hub:
             if event_id <= self.last_id:
                 return
             if event_id > self.last_id + 1:
-                self._fill(event_id - 1)
+                # Usually a smaller id's publish is a moment behind (its writer committed
+                # first but published second): wait for it a little before asking the table.
+                self._early[event_id] = body
+                if self._gap_timer is None:
+                    import gevent
+
+                    self._gap_timer = gevent.spawn_later(GAP_GRACE_SECONDS, self._gap_expired)
+                return
             self._deliver(event_id, b"id: %d\ndata: %s\n\n" % (event_id, body))
+            self._release_early()
+
+    def _release_early(self) -> None:
+        """Deliver the early events that are next in line; forget those already delivered."""
+        early = self._early
+        while self.last_id + 1 in early:
+            event_id = self.last_id + 1
+            self._deliver(event_id, b"id: %d\ndata: %s\n\n" % (event_id, early.pop(event_id)))
+        for event_id in [i for i in early if i <= self.last_id]:
+            del early[event_id]
+        if not early and self._gap_timer is not None:
+            self._gap_timer.kill(block=False)
+            self._gap_timer = None
+
+    def _gap_expired(self) -> None:
+        """A gap that publishing did not close in time: what it lacks is read from the table."""
+        import gevent
+
+        with self._lock_ctx():
+            self._gap_timer = None
+            if not self._early:
+                return
+            try:
+                self._fill(max(self._early))
+            except Exception:  # noqa: BLE001 - the database may be away: try again later
+                log.warning("hub could not read the events table to fill a gap")
+                self._gap_timer = gevent.spawn_later(OUTAGE_POLL_SECONDS, self._gap_expired)
 
     def catch_up(self) -> None:
         """Deliver whatever the table has beyond what this hub has seen."""
@@ -539,6 +583,8 @@ class Hub:
                 break
         if filled:
             self.gap_fills += 1
+        if self._early:
+            self._release_early()
 
     def _deliver(self, event_id: int, data: bytes) -> None:
         self.last_id = event_id

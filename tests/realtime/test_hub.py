@@ -57,6 +57,29 @@ def test_a_gap_in_ids_is_filled_from_the_table_in_order(app, client, make, db, m
         stream.close()
 
 
+def test_events_published_out_of_order_reach_clients_in_order_without_the_table(app, client, db):
+    """Two writers commit 1 then 2 and publish 2 then 1 (each publishes after its own commit):
+    the page gets 1 then 2, each once, with what was published, and the table is not read."""
+    stream = Stream(client)
+    try:
+        stream.messages(1)
+        for i in range(2):  # committed; published below, the second first
+            db.session.add(
+                Event(type="machine_status_changed", payload={"n": i}, created_at=utcnow())
+            )
+        db.session.commit()
+        first, second = event_ids(db, after=hub.last_id)
+        fills = hub.gap_fills
+        hub.on_raw(b'%d|{"published":2}' % second)
+        hub.on_raw(b'%d|{"published":1}' % first)
+        got = stream.messages(2)
+        assert [int(m["id"]) for m in got] == [first, second]
+        assert [m["json"] for m in got] == [{"published": 1}, {"published": 2}]
+        assert hub.gap_fills == fills
+    finally:
+        stream.close()
+
+
 def test_repeated_and_old_ids_are_not_delivered_again(app, client, make, db):
     product, _, _ = make.live_product()
     stream = Stream(client)
