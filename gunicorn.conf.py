@@ -104,16 +104,39 @@ def post_worker_init(worker):
     from gunicorn.workers.ggevent import GeventWorker
 
     if isinstance(worker, GeventWorker):
-        # One accept per wake-up, as gevent advises for several processes on one socket (its
-        # own WSGIServer does so): at 100, the worker that wakes first takes a whole burst of
-        # new connections, and with keep-alive it then serves all of them while the other idles.
-        from gevent.server import StreamServer
+        from gunicorn.workers import ggevent
 
-        StreamServer.max_accept = 1
+        ggevent.StreamServer = _take_turns(ggevent.StreamServer)
     if isinstance(worker, GeventWorker) and getattr(worker.cfg, "protocol", "http") == "http":
         from app.realtime import routes
 
         routes.HAND_OVER = True
+
+
+ACCEPT_PAUSE_SECONDS = 0.001
+
+
+def _take_turns(server_class):
+    """gevent's server, made to share a burst of new connections with the other workers.
+
+    All workers wait on one listening socket, and the one that wakes first would accept up to
+    100 connections at a time, then serve all of them (keep-alive) while the others idle. So:
+    one accept per wake-up, as gevent advises for several processes on one socket (its own
+    WSGIServer does so), and a worker that already holds connections lets a moment pass before
+    it takes another, so that an idler worker gets the next one.
+    """
+
+    class TakeTurns(server_class):
+        max_accept = 1
+
+        def do_handle(self, *args):
+            super().do_handle(*args)
+            if self.pool is not None and len(self.pool) > 1 and self._watcher is not None:
+                self.stop_accepting()
+                self._timer = self.loop.timer(ACCEPT_PAUSE_SECONDS)
+                self._timer.start(self._start_accepting_if_started)
+
+    return TakeTurns
 
 
 def worker_exit(server, worker):
