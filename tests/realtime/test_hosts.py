@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from collections import Counter
 
 import pytest
 import requests
@@ -223,6 +224,58 @@ def _commit_unpublished_event(database_url: str, n: int) -> int:
             (f'{{"orphan": {n}}}',),
         ).fetchone()
     return event_id
+
+
+def test_a_burst_of_new_keepalive_connections_is_shared_by_the_workers(hosts, auth_headers):
+    """Sixteen clients connect at once and keep their connections (as a proxy's upstream pool
+    or a writer's session does) while one worker is busy for a moment: the other does not take
+    them all, so that neither core idles later while the other serves all sixteen."""
+    import http.client
+    import json
+    from urllib.parse import urlsplit
+
+    a, _ = hosts
+    where = urlsplit(a.url)
+    # Both workers up and warm: each loads the app after gunicorn forks it, and a worker's
+    # first requests are slow (first imports, first connections).
+    answered: Counter = Counter()
+    deadline = time.monotonic() + 30
+    while len(answered) < 2 or min(answered.values()) < 5:
+        assert time.monotonic() < deadline, f"the workers answered {dict(answered)} times"
+        stats = requests.get(a.url + "/api/realtime/stats", headers=auth_headers, timeout=5)
+        answered[stats.json()["hub"]["pid"]] += 1
+    connections = [
+        http.client.HTTPConnection(where.hostname, where.port, timeout=10) for _ in range(16)
+    ]
+    try:
+        # The burst comes while one worker is busy for a few milliseconds (stopped, here).
+        busy = a.worker_pids()[-1]
+        os.kill(busy, signal.SIGSTOP)
+        try:
+            for conn in connections:
+                conn.connect()
+            time.sleep(0.003)
+        finally:
+            os.kill(busy, signal.SIGCONT)
+        for conn in connections:  # a quick request on each: all are accepted meanwhile
+            conn.request("GET", "/healthz")
+            assert conn.getresponse().read()
+        workers = []
+        for conn in connections:
+            for _ in range(3):  # each connection keeps its worker: ask it three times
+                conn.request("GET", "/api/realtime/stats", headers=auth_headers)
+                response = conn.getresponse()
+                assert response.status == 200
+                workers.append((id(conn), json.loads(response.read())["hub"]["pid"]))
+        by_connection = dict(workers)
+        assert len(set(workers)) == len(connections)  # a keep-alive connection stays put
+        served = {
+            pid: list(by_connection.values()).count(pid) for pid in set(by_connection.values())
+        }
+        assert served.get(busy, 0) >= 3 and len(served) == 2, served
+    finally:
+        for conn in connections:
+            conn.close()
 
 
 def test_an_event_its_worker_never_published_still_reaches_everyone(
