@@ -8,7 +8,7 @@ import time
 
 import gevent
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from app.extensions import broker, db
 from app.lifecycle import service
@@ -209,3 +209,47 @@ def test_a_pool_timeout_is_a_503_not_a_500(app, client, monkeypatch):
     response = client.get("/api/live-products/dispatchable")
     assert response.status_code == 503
     assert response.get_json()["success"] is False
+
+
+def test_a_connection_lost_in_the_commits_round_trip_is_a_503_and_writes_nothing(
+    app, client, make, db, backend, monkeypatch
+):
+    """On PostgreSQL a transition's writes, its events and its COMMIT go in one round trip: the
+    database dropping the connection right then answers 503, leaves the product, its jobs, its
+    audit trail and the events as they were, publishes nothing, and the next request works."""
+    if backend == "sqlite":
+        pytest.skip("the commit's round trip is PostgreSQL's")
+    from app.common import roundtrip
+    from app.models import Product, Transition
+
+    product, _, _ = make.live_product()
+    transitions = db.session.scalar(select(func.count()).select_from(Transition))
+    newest = db.session.scalar(select(func.max(Event.id)))
+    db.session.remove()
+    published = []
+    monkeypatch.setattr(broker, "publish", lambda messages: published.extend(messages))
+    send = roundtrip.send
+
+    def dropped_before_the_commit(conn, statements, *, commit=False):
+        if commit:
+            with db.engine.connect() as other:
+                other.execute(
+                    text("SELECT pg_terminate_backend(:pid, 5000)"),
+                    {"pid": conn.connection.driver_connection.info.backend_pid},
+                )
+        return send(conn, statements, commit=commit)
+
+    monkeypatch.setattr(roundtrip, "send", dropped_before_the_commit)
+    response = make.action(product["id"], "move_to_past")
+    assert response.status_code == 503, response.get_json()
+    assert response.get_json()["success"] is False
+    assert published == []
+    assert db.session.get(Product, product["id"]).state == "ON"
+    assert db.session.scalar(select(func.count()).select_from(Transition)) == transitions
+    assert db.session.scalar(select(func.max(Event.id))) == newest
+    db.session.remove()
+
+    monkeypatch.setattr(roundtrip, "send", send)
+    assert make.action(product["id"], "move_to_past").status_code == 200
+    assert db.session.get(Product, product["id"]).state == "OFF"
+    assert len(published) == 3
