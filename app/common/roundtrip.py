@@ -12,7 +12,11 @@ after the other, each with its own snapshot (READ COMMITTED), as if sent one by 
 at the first that fails, leaving the transaction aborted.
 
 Only for PostgreSQL through psycopg (`together`); elsewhere callers execute the statements one
-by one. Meant for statements built once (module level): each one's SQL is compiled once.
+by one. Meant for statements built once (module level): each one's SQL is compiled once. Their
+parameters are plain values psycopg adapts (no expanding IN lists, no types that need
+SQLAlchemy's bind processing), and a simple Query is planned anew each time, as a statement
+that SQLAlchemy and psycopg would have prepared is not: worth it for the few statements of a
+transaction whose round trips hold locks.
 """
 
 from __future__ import annotations

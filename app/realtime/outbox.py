@@ -4,7 +4,8 @@ Ids must become visible in id order, so that a hub that sees id N knows every sm
 either committed or never will be. `emit()` only collects an event; the rows are inserted at the
 very end of the transaction, by a `before_commit` hook: on Postgres it first takes a
 transaction-scoped advisory lock, which the commit releases, so event inserts and commits are
-serialized and the lock is held for one INSERT and the COMMIT only. Taking it last matters: a
+serialized; the lock, the INSERT and the COMMIT reach the server in one round trip, so the lock
+is held only while the server runs the INSERT and the COMMIT. Taking it last matters: a
 transaction that took it early and then wanted a row lock (a machine's status) could deadlock
 with one that holds that row and waits for the lock. SQLite serializes writers anyway.
 
