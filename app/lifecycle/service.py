@@ -16,9 +16,11 @@ from datetime import datetime
 from types import SimpleNamespace
 
 from sqlalchemy import (
+    Boolean,
     Sequence,
     String,
     bindparam,
+    case,
     func,
     insert,
     literal_column,
@@ -358,7 +360,11 @@ _LOCK_PRODUCT, _LOCK_MACHINE, _CHANGE_ROW = _change_statements()
 # PostgreSQL: the same read also draws the id of the Transition to write, so that the event
 # that names it can be built before the row is written (and sent with it, in one round trip).
 _CHANGE_ROW_PG = _CHANGE_ROW.add_columns(
-    Sequence("transitions_id_seq").next_value().label("transition_id")
+    Sequence("transitions_id_seq").next_value().label("transition_id"),
+    # and the Dispatch's, for a dispatch only (CASE runs nextval only on its true branch)
+    case(
+        (bindparam("dispatching", type_=Boolean), Sequence("dispatches_id_seq").next_value())
+    ).label("dispatch_id"),
 )
 _ChangeRow = namedtuple("_ChangeRow", [c.key for c in _CHANGE_ROW_PG.selected_columns])
 
@@ -391,13 +397,14 @@ def _write_statements():
         .where(_M.c.id == bindparam("mid"))
         .values(status=bindparam("m_status", type_=String), updated_at=now)
     )
-    return change, machine
+    dispatch = insert(_D).values({c.key: bindparam(f"d_{c.key}", type_=c.type) for c in _D.c})
+    return change, machine, dispatch
 
 
-_WRITE_CHANGE, _WRITE_MACHINE = _write_statements()
+_WRITE_CHANGE, _WRITE_MACHINE, _WRITE_DISPATCH = _write_statements()
 
 
-def _locked_row(product_id: int):
+def _locked_row(product_id: int, *, dispatching: bool = False):
     """The product row, locked, with its latest job, that job's machine (locked too), and
     whether the machine runs another ON job: all a state change needs. Its columns are those of
     dispatchable_rows, plus job_state, machine_status and machine_busy."""
@@ -410,9 +417,8 @@ def _locked_row(product_id: int):
     # the machine still runs anything depends on other products' jobs on it, so transitions on
     # one machine take turns; otherwise two racing ones could both leave it "running" or "idle".
     if roundtrip.together(conn):  # the three in one round trip, still run in this order
-        *_, found = roundtrip.send(
-            conn, [(_LOCK_PRODUCT, params), (_LOCK_MACHINE, params), (_CHANGE_ROW_PG, params)]
-        )
+        read = (_CHANGE_ROW_PG, {**params, "dispatching": dispatching})
+        *_, found = roundtrip.send(conn, [(_LOCK_PRODUCT, params), (_LOCK_MACHINE, params), read])
         row = _ChangeRow._make(found[0]) if found else None
     else:
         conn.execute(_LOCK_PRODUCT, params)
@@ -452,12 +458,12 @@ def _apply(
     The write path of every transition, so it is lean: one round trip reads and locks all it
     needs, then the job, the product, the Transition (and the Dispatch) are written by plain
     statements: no ORM objects, and nothing read back after the commit. On PostgreSQL those
-    writes (but the Dispatch's) are returned, not run: the caller sends them with its next
-    round trip (change_state: with the commit; a batch: at once), and the Transition's id was
-    drawn by the locking read.
+    writes are returned, not run: the caller sends them with its next round trip (change_state:
+    with the commit; a batch: at once), and the Transition's (and the Dispatch's) id was drawn
+    by the locking read.
     """
     target = _target_state(action, new_state)
-    row = _locked_row(product_id)
+    row = _locked_row(product_id, dispatching=dispatch is not None)
     if job_id is not None and job_id != row.job_id:
         if db.session.get(Job, job_id) is None:
             raise NotFound(f"No job with id {job_id}.")
@@ -475,6 +481,8 @@ def _apply(
     previous = row.job_state
     if action == "move_to_past" and reason is None:
         reason = "manual"
+    together = roundtrip.together(conn)
+    writes: list[roundtrip.Statement] = []
     record = None
     if dispatch is not None:
         record = {
@@ -486,7 +494,11 @@ def _apply(
             "dispatched_by": actor,
             "created_at": now,
         }
-        record["id"] = conn.execute(insert(_D).values(record).returning(_D.c.id)).scalar_one()
+        if together:  # written by the caller, like the rest (below)
+            record["id"] = row.dispatch_id
+            writes.append((_WRITE_DISPATCH, {f"d_{k}": v for k, v in record.items()}))
+        else:
+            record["id"] = conn.execute(insert(_D).values(record).returning(_D.c.id)).scalar_one()
     transition = {
         "product_id": row.id,
         "job_id": row.job_id,
@@ -498,8 +510,6 @@ def _apply(
         "created_at": now,
     }
     ended = now if target == OFF else None
-    together = roundtrip.together(conn)
-    writes: list[roundtrip.Statement] = []
     if together:  # written by the caller, in one round trip with what follows
         transition["id"] = row.transition_id
         writes.append((_WRITE_CHANGE, _write_params(transition, ended)))
