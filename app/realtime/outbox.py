@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from functools import lru_cache
 
-from sqlalchemy import TextClause, bindparam, text
+from sqlalchemy import Integer, TextClause, bindparam, column, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -109,13 +109,14 @@ def _write_pending(session) -> None:
     dialect = conn.dialect.name
     together = roundtrip.together(conn)
     if not together:
-        results.extend(conn.execute(stmt, params).all() for stmt, params in last)
+        for stmt, values in last:
+            result = conn.execute(stmt, values)
+            results.append(result.all() if result.returns_rows else [])
     if not pending:
         if together:
             results.extend(roundtrip.send(conn, last))
         return
-    now = utcnow()  # commit order: created_at rises with the id, prune cuts a prefix
-    params: dict = {"now": now}
+    params: dict = {"now": utcnow()}
     bodies = []  # (type, payload without a LIVE_COUNT, whether it gets the count)
     for i, (type_, payload) in enumerate(pending):
         counted = payload.get("count") is LIVE_COUNT
@@ -136,9 +137,9 @@ def _write_pending(session) -> None:
         inserted = conn.execute(insert, params).all()
     written = session.info.setdefault(WRITTEN, [])
     # Ids are drawn row by row in `ord` order; RETURNING's order is not promised.
-    for (event_id, count), (type_, body, counted) in zip(sorted(inserted), bodies, strict=True):
+    for (event_id, count, at), (type_, body, counted) in zip(sorted(inserted), bodies, strict=True):
         written.append(
-            (event_id, event_json(type_, body | {"count": int(count)} if counted else body, now))
+            (event_id, event_json(type_, body | {"count": int(count)} if counted else body, at))
         )
         audit.note_event(session, type_)
 
@@ -157,15 +158,25 @@ def _insert_events(dialect: str, rows: int) -> TextClause:
     """
     listed = ", ".join(f"({i}, :type_{i}, :head_{i}, :tail_{i})" for i in range(rows))
     payload = f"CASE WHEN tail IS NULL THEN head ELSE head || ({_LIVE_COUNT}) || tail END"
-    if dialect == "postgresql":  # text goes into a json column through a cast; SQLite's is text
+    stamp = Event.__table__.c.created_at.type
+    if dialect == "postgresql":
+        # Text goes into a json column through a cast (SQLite's is text). The writer read its
+        # clock before the lock was granted, so a writer that read it later may have gone
+        # first: never stamp an event earlier than the one before it, so that created_at
+        # rises with the id (the prune cuts a prefix of ids, a replay's times never go back).
         payload, stored_count = f"CAST({payload} AS JSON)", "payload ->> 'count'"
-    else:
-        stored_count = "json_extract(payload, '$.count')"
-    return text(
-        f"WITH pending(ord, type, head, tail) AS (VALUES {listed}) "
-        f"INSERT INTO events (type, payload, created_at) SELECT type, {payload}, :now "
-        f"FROM pending ORDER BY ord RETURNING id, {stored_count}"
-    ).bindparams(bindparam("now", type_=Event.__table__.c.created_at.type))
+        now = "GREATEST(:now, (SELECT created_at FROM events ORDER BY id DESC LIMIT 1))"
+    else:  # SQLite: the writer read its clock inside its write lock (BEGIN IMMEDIATE)
+        stored_count, now = "json_extract(payload, '$.count')", ":now"
+    return (
+        text(
+            f"WITH pending(ord, type, head, tail) AS (VALUES {listed}) "
+            f"INSERT INTO events (type, payload, created_at) SELECT type, {payload}, {now} "
+            f"FROM pending ORDER BY ord RETURNING id, {stored_count}, created_at"
+        )
+        .bindparams(bindparam("now", type_=stamp))
+        .columns(column("id", Integer), column("count"), column("created_at", stamp))
+    )
 
 
 _LIVE_COUNT = "SELECT count(*) FROM products WHERE state = 'ON'"
