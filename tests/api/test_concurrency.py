@@ -163,6 +163,9 @@ def test_twenty_products_moved_at_once_each_delta_counts_the_list_after_it(
         range(live_before - 1, live_before - N - 1, -1)
     )
     assert ok(client.get("/api/live-products/dispatchable"))["count"] == live_before - N
+    # and their times rise with their ids (what a replay shows, and what the prune cuts by)
+    stamps = db.session.scalars(select(Event.created_at).order_by(Event.id)).all()
+    assert stamps == sorted(stamps)
 
 
 def _past(product_id: int) -> dict:
