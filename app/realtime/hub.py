@@ -276,7 +276,8 @@ class Hub:
         self._greenlets: list = []
         self._tender = None
         self._ending: set = set()  # greenlets giving back the leases of ended owned streams
-        self._early: dict[int, bytes] = {}  # events published before a smaller id, by id
+        self._early: dict[int, bytes] = {}  # frames of events that came before a smaller id
+        self._gap_since = 0.0  # when the oldest of them came
         self._gap_timer = None  # when the table is asked for what _early waits for
 
     def init_app(self, app) -> None:
@@ -489,16 +490,13 @@ class Hub:
     # --- events in --------------------------------------------------------------------------
 
     def on_messages(self, messages: list[tuple[int, str]]) -> None:
-        """Deliver committed events; ids at or below the last delivered one are repeats."""
+        """Committed events from this process's own writers (the in-process broker)."""
         with self._lock_ctx():
             for event_id, body in messages:
-                if event_id <= self.last_id:
-                    continue
-                if event_id > self.last_id + 1:
-                    self._fill(event_id - 1)
-                self._deliver(event_id, frame(event_id, body))
+                self._accept(event_id, frame(event_id, body))
 
     def on_raw(self, raw: bytes) -> None:
+        """A committed event from the channel: `id|json`."""
         head, _, body = raw.partition(b"|")
         try:
             event_id = int(head)
@@ -506,31 +504,44 @@ class Hub:
             log.warning("ignored a malformed message on the channel")
             return
         with self._lock_ctx():
-            if event_id <= self.last_id:
-                return
-            if event_id > self.last_id + 1:
-                # Usually a smaller id's publish is a moment behind (its writer committed
-                # first but published second): wait for it a little before asking the table.
-                self._early[event_id] = body
-                if self._gap_timer is None:
-                    import gevent
+            self._accept(event_id, b"id: %d\ndata: %s\n\n" % (event_id, body))
 
-                    self._gap_timer = gevent.spawn_later(GAP_GRACE_SECONDS, self._gap_expired)
-                return
-            self._deliver(event_id, b"id: %d\ndata: %s\n\n" % (event_id, body))
+    def _accept(self, event_id: int, data: bytes) -> None:
+        """Deliver events in id order, each once (ids at or below the last one are repeats).
+
+        An event that comes ahead of a smaller id usually has that id's publish a moment behind
+        it (its writer committed first but published second), so it waits for it, at most
+        GAP_GRACE_SECONDS: then the table fills the gap, when the timer fires or when the next
+        event comes, whichever is first. Waiting also spares the publishing request a second
+        database connection (the in-process broker publishes from the request).
+        """
+        if event_id <= self.last_id or event_id in self._early:
+            return
+        if event_id == self.last_id + 1:
+            self._deliver(event_id, data)
             self._release_early()
+            return
+        now = time.monotonic()
+        if not self._early:
+            self._gap_since = now
+        self._early[event_id] = data
+        if now - self._gap_since >= GAP_GRACE_SECONDS:
+            self._fill(max(self._early))
+        elif self._gap_timer is None:
+            import gevent
+
+            self._gap_timer = gevent.spawn_later(GAP_GRACE_SECONDS, self._gap_expired)
 
     def _release_early(self) -> None:
         """Deliver the early events that are next in line; forget those already delivered."""
         early = self._early
         while self.last_id + 1 in early:
             event_id = self.last_id + 1
-            self._deliver(event_id, b"id: %d\ndata: %s\n\n" % (event_id, early.pop(event_id)))
+            self._deliver(event_id, early.pop(event_id))
         for event_id in [i for i in early if i <= self.last_id]:
             del early[event_id]
-        if not early and self._gap_timer is not None:
-            self._gap_timer.kill(block=False)
-            self._gap_timer = None
+        # A timer left running finds nothing to do, or a newer gap to fill a little early;
+        # killing it could interrupt it in the middle of its table read.
 
     def _gap_expired(self) -> None:
         """A gap that publishing did not close in time: what it lacks is read from the table."""
