@@ -103,7 +103,7 @@ def post_worker_init(worker):
     `protocol = "uwsgi"` the proxy frames the body."""
     from gunicorn.workers.ggevent import GeventWorker
 
-    if isinstance(worker, GeventWorker):
+    if isinstance(worker, GeventWorker) and worker.cfg.workers > 1:
         from gunicorn.workers import ggevent
 
         ggevent.StreamServer = _take_turns(ggevent.StreamServer)
@@ -119,16 +119,15 @@ ACCEPT_PAUSE_SECONDS = 0.001
 def _take_turns(server_class):
     """gevent's server, made to share a burst of new connections with the other workers.
 
-    All workers wait on one listening socket, and the one that wakes first would accept up to
-    100 connections at a time, then serve all of them (keep-alive) while the others idle. So:
-    one accept per wake-up, as gevent advises for several processes on one socket (its own
-    WSGIServer does so), and a worker that already holds connections lets a moment pass before
-    it takes another, so that an idler worker gets the next one.
+    All workers wait on one listening socket. gunicorn already has each accept one connection
+    per wake-up, but the worker that is running loops back and takes the next one before a
+    sleeping one is scheduled: a burst of keep-alive connections (a proxy's upstream pool, a
+    client's session) could all go to one worker, which then serves them all while the other
+    idles. So a worker that already holds connections lets a moment pass before it takes
+    another, and an idler worker gets the next one.
     """
 
     class TakeTurns(server_class):
-        max_accept = 1
-
         def do_handle(self, *args):
             super().do_handle(*args)
             if self.pool is not None and len(self.pool) > 1 and self._watcher is not None:
