@@ -369,6 +369,19 @@ _CHANGE_ROW_PG = _CHANGE_ROW.add_columns(
 _ChangeRow = namedtuple("_ChangeRow", [c.key for c in _CHANGE_ROW_PG.selected_columns])
 
 
+# The Dispatch columns a dispatch writes (_apply's record); the others keep their defaults.
+_DISPATCH_KEYS = (
+    "id",
+    "product_id",
+    "job_id",
+    "quantity",
+    "destination",
+    "notes",
+    "dispatched_by",
+    "created_at",
+)
+
+
 def _write_statements():
     """PostgreSQL: the job UPDATE, the product UPDATE and the Transition INSERT as one statement
     (it runs the UPDATEs of a WITH whether or not the INSERT reads them), and the machine's
@@ -397,7 +410,9 @@ def _write_statements():
         .where(_M.c.id == bindparam("mid"))
         .values(status=bindparam("m_status", type_=String), updated_at=now)
     )
-    dispatch = insert(_D).values({c.key: bindparam(f"d_{c.key}", type_=c.type) for c in _D.c})
+    dispatch = insert(_D).values(
+        {key: bindparam(f"d_{key}", type_=_D.c[key].type) for key in _DISPATCH_KEYS}
+    )
     return change, machine, dispatch
 
 
