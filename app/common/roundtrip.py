@@ -36,6 +36,20 @@ def together(conn: Connection) -> bool:
     return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg"
 
 
+def run(
+    conn: Connection, statements: Sequence[Statement], *, commit: bool = False
+) -> list[list[tuple]]:
+    """`send` where it works; elsewhere the statements one by one, and no COMMIT: where a
+    caller asks for one here, the session's own commit follows (see outbox._write_pending)."""
+    if together(conn):
+        return send(conn, statements, commit=commit)
+    results = []
+    for stmt, params in statements:
+        result = conn.execute(stmt, params)
+        results.append(result.all() if result.returns_rows else [])
+    return results
+
+
 def send(
     conn: Connection, statements: Sequence[Statement], *, commit: bool = False
 ) -> list[list[tuple]]:

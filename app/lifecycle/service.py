@@ -13,10 +13,12 @@ from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import lru_cache
 from types import SimpleNamespace
 
 from sqlalchemy import (
     Boolean,
+    Integer,
     Sequence,
     String,
     bindparam,
@@ -369,23 +371,11 @@ _CHANGE_ROW_PG = _CHANGE_ROW.add_columns(
 _ChangeRow = namedtuple("_ChangeRow", [c.key for c in _CHANGE_ROW_PG.selected_columns])
 
 
-# The Dispatch columns a dispatch writes (_apply's record); the others keep their defaults.
-_DISPATCH_KEYS = (
-    "id",
-    "product_id",
-    "job_id",
-    "quantity",
-    "destination",
-    "notes",
-    "dispatched_by",
-    "created_at",
-)
-
-
 def _write_statements():
-    """PostgreSQL: the job UPDATE, the product UPDATE and the Transition INSERT as one statement
-    (it runs the UPDATEs of a WITH whether or not the INSERT reads them), and the machine's
-    status UPDATE; built once, the write path binds values only."""
+    """The job UPDATE, the product UPDATE and the Transition INSERT of a change, the machine's
+    status UPDATE, all built once (the write path binds values only); and, for PostgreSQL, the
+    first three as one statement (it runs the UPDATEs of a WITH whether or not the INSERT reads
+    them). SQLite, which draws no ids ahead, binds a NULL `tid` and reads the id back."""
     now, to = bindparam("now", type_=_T.c.created_at.type), bindparam("to_state", type_=String)
     job = (
         update(_J)
@@ -394,7 +384,7 @@ def _write_statements():
     )
     product = update(_P).where(_P.c.id == bindparam("pid")).values(state=to, state_changed_at=now)
     transition = insert(_T).values(
-        id=bindparam("tid"),
+        id=bindparam("tid", type_=Integer),
         product_id=bindparam("pid"),
         job_id=bindparam("jid"),
         from_state=bindparam("from_state", type_=String),
@@ -410,13 +400,17 @@ def _write_statements():
         .where(_M.c.id == bindparam("mid"))
         .values(status=bindparam("m_status", type_=String), updated_at=now)
     )
-    dispatch = insert(_D).values(
-        {key: bindparam(f"d_{key}", type_=_D.c[key].type) for key in _DISPATCH_KEYS}
-    )
-    return change, machine, dispatch
+    return job, product, transition.returning(_T.c.id), change, machine
 
 
-_WRITE_CHANGE, _WRITE_MACHINE, _WRITE_DISPATCH = _write_statements()
+_WRITE_JOB, _WRITE_PRODUCT, _WRITE_TRANSITION, _WRITE_CHANGE, _WRITE_MACHINE = _write_statements()
+
+
+@lru_cache(maxsize=2)
+def _dispatch_insert(columns: tuple[str, ...]):
+    """The Dispatch INSERT of these columns (_apply's record), returning its id."""
+    values = {c: bindparam(f"d_{c}", type_=_D.c[c].type) for c in columns}
+    return insert(_D).values(values).returning(_D.c.id)
 
 
 def _locked_row(product_id: int, *, dispatching: bool = False):
@@ -497,10 +491,11 @@ def _apply(
     if action == "move_to_past" and reason is None:
         reason = "manual"
     together = roundtrip.together(conn)
-    writes: list[roundtrip.Statement] = []
+    writes: list[roundtrip.Statement] = []  # PostgreSQL: sent by the caller, in one round trip
     record = None
     if dispatch is not None:
         record = {
+            "id": row.dispatch_id if together else None,
             "product_id": row.id,
             "job_id": row.job_id,
             "quantity": dispatch.get("quantity", row.quantity_produced),
@@ -509,12 +504,16 @@ def _apply(
             "dispatched_by": actor,
             "created_at": now,
         }
-        if together:  # written by the caller, like the rest (below)
-            record["id"] = row.dispatch_id
-            writes.append((_WRITE_DISPATCH, {f"d_{k}": v for k, v in record.items()}))
+        insert_dispatch = (
+            _dispatch_insert(tuple(record)),
+            {f"d_{k}": v for k, v in record.items()},
+        )
+        if together:
+            writes.append(insert_dispatch)
         else:
-            record["id"] = conn.execute(insert(_D).values(record).returning(_D.c.id)).scalar_one()
+            record["id"] = conn.execute(*insert_dispatch).scalar_one()
     transition = {
+        "id": row.transition_id if together else None,
         "product_id": row.id,
         "job_id": row.job_id,
         "from_state": previous,
@@ -524,20 +523,13 @@ def _apply(
         "actor": actor,
         "created_at": now,
     }
-    ended = now if target == OFF else None
-    if together:  # written by the caller, in one round trip with what follows
-        transition["id"] = row.transition_id
-        writes.append((_WRITE_CHANGE, _write_params(transition, ended)))
+    params = _write_params(transition, now if target == OFF else None)
+    if together:
+        writes.append((_WRITE_CHANGE, params))
     else:
-        conn.execute(
-            update(_J)
-            .where(_J.c.id == row.job_id)
-            .values(state=target, updated_at=now, ended_at=ended)
-        )
-        conn.execute(update(_P).where(_P.c.id == row.id).values(state=target, state_changed_at=now))
-        transition["id"] = conn.execute(
-            insert(_T).values(transition).returning(_T.c.id)
-        ).scalar_one()
+        conn.execute(_WRITE_JOB, params)
+        conn.execute(_WRITE_PRODUCT, params)
+        transition["id"] = conn.execute(_WRITE_TRANSITION, params).scalar_one()
     audit.note_transition(db.session, transition, product_name=row.name)
     payload = {
         "productId": row.id,

@@ -30,8 +30,9 @@ OUTAGE_POLL_SECONDS = 2.0
 GAP_GRACE_SECONDS = 0.05
 
 
-def frame(event_id: int, body: str) -> bytes:
-    return b"id: %d\ndata: %s\n\n" % (event_id, body.encode())
+def frame(event_id: int, body: str | bytes) -> bytes:
+    data = body.encode() if isinstance(body, str) else body
+    return b"id: %d\ndata: %s\n\n" % (event_id, data)
 
 
 def chunk(data: bytes) -> bytes:
@@ -504,7 +505,7 @@ class Hub:
             log.warning("ignored a malformed message on the channel")
             return
         with self._lock_ctx():
-            self._accept(event_id, b"id: %d\ndata: %s\n\n" % (event_id, body))
+            self._accept(event_id, frame(event_id, body))
 
     def _accept(self, event_id: int, data: bytes) -> None:
         """Deliver events in id order, each once (ids at or below the last one are repeats).

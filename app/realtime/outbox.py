@@ -107,18 +107,9 @@ def _write_pending(session) -> None:
     session.flush()
     conn = session.connection()
     dialect = conn.dialect.name
-    together = roundtrip.together(conn)
-    if not together:
-        for stmt, values in last:
-            result = conn.execute(stmt, values)
-            results.append(result.all() if result.returns_rows else [])
-    if not pending:
-        if together:
-            results.extend(roundtrip.send(conn, last))
-        return
     params: dict = {"now": utcnow()}
     bodies = []  # (type, payload without a LIVE_COUNT, whether it gets the count)
-    for i, (type_, payload) in enumerate(pending):
+    for i, (type_, payload) in enumerate(pending or ()):
         counted = payload.get("count") is LIVE_COUNT
         body = {k: v for k, v in payload.items() if k != "count"} if counted else payload
         head, tail = json.dumps(body), None
@@ -126,18 +117,18 @@ def _write_pending(session) -> None:
             head, tail = head[:-1] + (", " if body else "") + '"count": ', "}"
         params.update({f"type_{i}": type_, f"head_{i}": head, f"tail_{i}": tail})
         bodies.append((type_, body, counted))
-    insert = _insert_events(dialect, len(pending))
-    if together:
-        tail = [(_EVENT_LOCK, {"key": EVENT_LOCK_KEY}), (insert, params)]
-        *done, _, inserted = roundtrip.send(conn, [*last, *tail], commit=True)
-        results.extend(done)
-    else:
+    statements = list(last)
+    if pending:
         if dialect == "postgresql":
-            conn.execute(_EVENT_LOCK, {"key": EVENT_LOCK_KEY})
-        inserted = conn.execute(insert, params).all()
+            statements.append((_EVENT_LOCK, {"key": EVENT_LOCK_KEY}))
+        statements.append((_insert_events(dialect, len(pending)), params))
+    done = roundtrip.run(conn, statements, commit=True)
+    results.extend(done[: len(last)])
+    if not pending:
+        return
     written = session.info.setdefault(WRITTEN, [])
     # Ids are drawn row by row in `ord` order; RETURNING's order is not promised.
-    for (event_id, count, at), (type_, body, counted) in zip(sorted(inserted), bodies, strict=True):
+    for (event_id, count, at), (type_, body, counted) in zip(sorted(done[-1]), bodies, strict=True):
         written.append(
             (event_id, event_json(type_, body | {"count": int(count)} if counted else body, at))
         )
