@@ -98,16 +98,16 @@ def _fresh_metrics_dir() -> None:
 
 
 def post_worker_init(worker):
-    """Streams may be handed to the hub past their first message (app/realtime/routes.py) in a
-    gevent worker (the hub writes from its loop) where gunicorn frames HTTP itself; behind
-    `protocol = "uwsgi"` the proxy frames the body."""
-    from gunicorn.workers.ggevent import GeventWorker
+    """In a gevent worker: with several workers, they take turns accepting (_take_turns); and
+    where gunicorn frames HTTP itself, streams may be handed to the hub past their first
+    message (app/realtime/routes.py; behind `protocol = "uwsgi"` the proxy frames the body)."""
+    from gunicorn.workers import ggevent
 
-    if isinstance(worker, GeventWorker) and worker.cfg.workers > 1:
-        from gunicorn.workers import ggevent
-
+    if not isinstance(worker, ggevent.GeventWorker):
+        return
+    if worker.cfg.workers > 1:
         ggevent.StreamServer = _take_turns(ggevent.StreamServer)
-    if isinstance(worker, GeventWorker) and getattr(worker.cfg, "protocol", "http") == "http":
+    if getattr(worker.cfg, "protocol", "http") == "http":
         from app.realtime import routes
 
         routes.HAND_OVER = True
