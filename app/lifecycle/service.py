@@ -16,11 +16,13 @@ from datetime import datetime
 from functools import lru_cache
 from types import SimpleNamespace
 
+from flask import current_app
 from sqlalchemy import (
-    Boolean,
+    ARRAY,
     Integer,
     Sequence,
     String,
+    any_,
     bindparam,
     case,
     func,
@@ -33,9 +35,10 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from app.common import roundtrip
+from app.common.groups import GroupCommit
 from app.common.schemas import MAX_ID, iso
 from app.common.transactions import begin_write
-from app.errors import Conflict, InvalidInput, NotFound
+from app.errors import Conflict, DomainError, InvalidInput, NotFound
 from app.extensions import db
 from app.jobs.schemas import DispatchSchema
 from app.lifecycle import reads
@@ -190,16 +193,22 @@ def dispatchable_snapshot() -> tuple[str, int, int]:
 
 
 def _emit_dispatchable_change(
-    *, added: list[int] = (), removed: list[int] = (), items: list[dict] | None = None
+    *,
+    added: list[int] = (),
+    removed: list[int] = (),
+    items: list[dict] | None = None,
+    change: int = 0,
 ) -> None:
     """A dispatchable_products_update: `items` as given, or read for the `added` ids. Its `count`
     is filled in by the outbox under the lock that orders event commits (outbox.py), so every
-    delta's count is the one right after it, however many writers race."""
+    delta's count is the one right after it, however many writers race. `change`: how many
+    products it made live (less than 0: past), where it shares its transaction with other
+    deltas (outbox.LiveCount)."""
     if items is None:
         items = dispatchable_rows(list(added)) if added else []
     outbox.emit(
         "dispatchable_products_update",
-        {"added": items, "removed": list(removed), "count": outbox.LIVE_COUNT},
+        {"added": items, "removed": list(removed), "count": outbox.LiveCount(change)},
     )
 
 
@@ -286,18 +295,101 @@ def _audit(product, job, from_state, to_state, action, reason, actor, now) -> Tr
 def change_state(**change) -> Outcome:
     """move_to_past (ON to OFF), reactivate (OFF to ON) or update_state to `new_state`, in a
     write transaction of its own, with its dispatchable_products_update; the keywords of _apply.
+
+    On PostgreSQL, changes that arrive while another is being written share one transaction
+    (group commit, app.common.groups): each is checked and announced as if it ran alone, in the
+    order they arrived, and a worker under load writes many changes per round trip and commit.
     """
     _target_state(change["action"], change.get("new_state"))
+    if roundtrip.together(db.session.get_bind()):
+        return _groups().submit(change["product_id"], change)
     begin_write()
-    outcome, item, writes = _apply(**change)
-    if outcome.new_state == ON:
-        _emit_dispatchable_change(items=[item])
-    else:
-        _emit_dispatchable_change(removed=[outcome.product["id"]])
-    # The writes and the lifecycle read go with the commit (one round trip on PostgreSQL): read
-    # under the row lock, so exactly what this change left.
-    *_, found = outbox.commit(last=[*writes, reads.lifecycle_statement(outcome.product["id"])])
+    outcome, item, _ = _apply(**change)  # elsewhere than PostgreSQL: written already
+    _emit_item_change(outcome, item)
+    # Read under the row lock, so exactly what this change left.
+    (found,) = outbox.commit(last=[reads.lifecycle_statement(outcome.product["id"])])
     return replace(outcome, lifecycle=reads.lifecycle_from(found, outcome.product["id"]))
+
+
+def _groups() -> GroupCommit:
+    groups = current_app.extensions.get("lifecycle_groups")
+    if groups is None:
+        groups = current_app.extensions["lifecycle_groups"] = GroupCommit(_change_group)
+    return groups
+
+
+def _change_group(changes: list[dict]) -> list[Outcome | DomainError]:
+    """change_state for several products (one change each), in one write transaction and two
+    round trips: one locks and reads every product (_locked_rows), one sends every write, the
+    lifecycle reads for the responses, the events and the COMMIT (outbox.commit).
+
+    The changes are applied in order, each to the state the ones before it left: a machine that
+    two of them share is "running" or "idle" as their jobs leave it, change by change. A change
+    that breaks a rule gets its DomainError and writes nothing; the others go on.
+    """
+    begin_write()
+    rows = _locked_rows(
+        [c["product_id"] for c in changes],
+        {c["product_id"] for c in changes if c.get("dispatch") is not None},
+    )
+    on_jobs: dict[int, set[int]] = {}  # by machine: the products here whose latest job is ON
+    statuses: dict[int, str] = {}  # by machine: its status as the changes so far leave it
+    for row in rows.values():
+        if row.machine_id is not None:
+            statuses[row.machine_id] = row.machine_status
+            if row.job_state == ON:
+                on_jobs.setdefault(row.machine_id, set()).add(row.id)
+    results: list[Outcome | DomainError] = []
+    writes: list[roundtrip.Statement] = []
+    for change in changes:
+        row = rows.get(change["product_id"])
+        try:
+            if row is None:
+                raise NotFound(f"No product with id {change['product_id']}.")
+            machine = row.machine_id
+            if machine is not None:
+                others = on_jobs.get(machine, set()) - {row.id}
+                row = row._replace(
+                    machine_status=statuses[machine], machine_busy=row.machine_busy or bool(others)
+                )
+            outcome, item, written = _apply(row, **change)
+        except DomainError as err:
+            results.append(err)
+            continue
+        on_jobs.setdefault(machine, set()).discard(row.id)
+        if outcome.new_state == ON:
+            on_jobs[machine].add(row.id)
+        statuses[machine] = _machine_status_after(row, outcome.new_state)
+        _emit_item_change(outcome, item)
+        writes.extend(written)
+        results.append(outcome)
+    done = [r for r in results if isinstance(r, Outcome)]
+    found = outbox.commit(
+        last=[*writes, *(reads.lifecycle_statement(o.product["id"]) for o in done)]
+    )
+    lifecycles = iter(found[len(writes) :])
+    return [
+        replace(r, lifecycle=reads.lifecycle_from(next(lifecycles), r.product["id"]))
+        if isinstance(r, Outcome)
+        else r
+        for r in results
+    ]
+
+
+def _emit_item_change(outcome: Outcome, item: dict) -> None:
+    """The dispatchable_products_update of one change: its product added or removed."""
+    if outcome.new_state == ON:
+        _emit_dispatchable_change(items=[item], change=1)
+    else:
+        _emit_dispatchable_change(removed=[outcome.product["id"]], change=-1)
+
+
+def _machine_status_after(row, target: str) -> str:
+    """The status of a change's machine after it: running while it has an ON job (this one,
+    or another: machine_busy), else idle; maintenance and offline stay until changed."""
+    if row.machine_status in MANUAL_STATUSES:
+        return row.machine_status
+    return "running" if (target == ON or row.machine_busy) else "idle"
 
 
 def _target_state(action: str, new_state: str | None) -> str:
@@ -314,17 +406,27 @@ _P, _J, _M = Product.__table__, Job.__table__, Machine.__table__
 _T, _D = Transition.__table__, Dispatch.__table__
 
 
-def _change_statements():
-    """The statements of _locked_row, built once: the write path only binds the product id."""
-    pid = bindparam("pid")
-    other = _J.alias("other")
+def _change_statements(of_products):
+    """The statements of _locked_rows, built once: the write path only binds product ids.
+
+    `of_products(column)` is the WHERE that picks the products by their id column: one bound
+    id, or (PostgreSQL) any of a bound array, for a group of changes (see _change_group).
+    """
+    other, changing = _J.alias("other"), _P.alias("changing")
     other_on = (
         select(other.c.id)
         # 'ON' as a literal: a prepared statement's generic plan cannot use the partial index
         # of ON jobs for a bound parameter, and then scans the machine's whole job history.
         .where(other.c.machine_id == _M.c.id, other.c.state == literal_column("'ON'"))
-        .where(other.c.id != _P.c.latest_job_id)
-        .correlate(_M, _P)
+        # another job than the latest of the products changing (those are counted in Python)
+        .where(
+            other.c.id.not_in(
+                select(changing.c.latest_job_id).where(
+                    of_products(changing.c.id), changing.c.latest_job_id.is_not(None)
+                )
+            )
+        )
+        .correlate(_M)
         .exists()
     )
     read = (
@@ -345,30 +447,36 @@ def _change_statements():
         .select_from(_P)
         .outerjoin(_J, _J.c.id == _P.c.latest_job_id)
         .outerjoin(_M, _M.c.id == _J.c.machine_id)
-        .where(_P.c.id == pid)
+        .where(of_products(_P.c.id))
     )
-    lock_product = select(_P.c.id).where(_P.c.id == pid).with_for_update()
-    latest_machine = (
-        select(_J.c.machine_id)
-        .join(_P, _P.c.latest_job_id == _J.c.id)
-        .where(_P.c.id == pid)
-        .scalar_subquery()
+    # In id order, products first, then machines: every path takes its locks in that order.
+    lock_products = select(_P.c.id).where(of_products(_P.c.id)).order_by(_P.c.id).with_for_update()
+    latest_machines = (
+        select(_J.c.machine_id).join(_P, _P.c.latest_job_id == _J.c.id).where(of_products(_P.c.id))
     )
-    lock_machine = select(_M.c.id).where(_M.c.id == latest_machine).with_for_update()
-    return lock_product, lock_machine, read
+    lock_machines = (
+        select(_M.c.id).where(_M.c.id.in_(latest_machines)).order_by(_M.c.id).with_for_update()
+    )
+    return lock_products, lock_machines, read
 
 
-_LOCK_PRODUCT, _LOCK_MACHINE, _CHANGE_ROW = _change_statements()
-# PostgreSQL: the same read also draws the id of the Transition to write, so that the event
+_PID = bindparam("pid", type_=Integer)
+_LOCK_PRODUCT, _LOCK_MACHINE, _CHANGE_ROW = _change_statements(lambda c: c == _PID)
+_PIDS = bindparam("pids", type_=ARRAY(Integer))
+_LOCK_PRODUCTS, _LOCK_MACHINES, _CHANGE_ROWS = _change_statements(lambda c: c == any_(_PIDS))
+# PostgreSQL: the same read also draws the id of each Transition to write, so that the event
 # that names it can be built before the row is written (and sent with it, in one round trip).
-_CHANGE_ROW_PG = _CHANGE_ROW.add_columns(
+_CHANGE_ROWS = _CHANGE_ROWS.add_columns(
     Sequence("transitions_id_seq").next_value().label("transition_id"),
     # and the Dispatch's, for a dispatch only (CASE runs nextval only on its true branch)
     case(
-        (bindparam("dispatching", type_=Boolean), Sequence("dispatches_id_seq").next_value())
+        (
+            _P.c.id == any_(bindparam("dispatching", type_=ARRAY(Integer))),
+            Sequence("dispatches_id_seq").next_value(),
+        )
     ).label("dispatch_id"),
 )
-_ChangeRow = namedtuple("_ChangeRow", [c.key for c in _CHANGE_ROW_PG.selected_columns])
+_ChangeRow = namedtuple("_ChangeRow", [c.key for c in _CHANGE_ROWS.selected_columns])
 
 
 def _write_statements():
@@ -413,23 +521,37 @@ def _dispatch_insert(columns: tuple[str, ...]):
     return insert(_D).values(values).returning(_D.c.id)
 
 
-def _locked_row(product_id: int, *, dispatching: bool = False):
-    """The product row, locked, with its latest job, that job's machine (locked too), and
-    whether the machine runs another ON job: all a state change needs. Its columns are those of
-    dispatchable_rows, plus job_state, machine_status and machine_busy."""
+def _locked_rows(product_ids: list[int], dispatching: set[int]) -> dict[int, _ChangeRow]:
+    """The rows of these products (those that exist), locked, each with its latest job, that
+    job's machine (locked too) and whether the machine runs an ON job other than the latest jobs
+    of these products: all their changes need. Their columns are those of dispatchable_rows,
+    plus job_state, machine_status, machine_busy and the ids drawn for the rows to write (a
+    Dispatch id for the products in `dispatching`). PostgreSQL only: one round trip.
+
+    Lock first, read after: a locking SELECT that waited for its lock re-reads only the locked
+    row; a joined job or machine, or the "another ON job" test, would be the stale ones. The
+    machines of their latest jobs are locked too (after the products, as every path takes
+    them): whether a machine still runs anything depends on other products' jobs on it, so
+    transitions on one machine take turns; otherwise two racing ones could both leave it
+    "running" or "idle".
+    """
     db.session.flush()  # a caller's ORM changes (a batch's, a test's) are what this must read
-    conn = db.session.connection()
-    params = {"pid": product_id}
-    # Lock first, read after: a locking SELECT that waited for its lock re-reads only the locked
-    # row; a joined job or machine, or the "another ON job" test, would be the stale ones.
-    # The machine of its latest job too (after the product, as every path takes them): whether
-    # the machine still runs anything depends on other products' jobs on it, so transitions on
-    # one machine take turns; otherwise two racing ones could both leave it "running" or "idle".
-    if roundtrip.together(conn):  # the three in one round trip, still run in this order
-        read = (_CHANGE_ROW_PG, {**params, "dispatching": dispatching})
-        *_, found = roundtrip.send(conn, [(_LOCK_PRODUCT, params), (_LOCK_MACHINE, params), read])
-        row = _ChangeRow._make(found[0]) if found else None
+    ids = {"pids": sorted(product_ids)}
+    read = {**ids, "dispatching": sorted(dispatching)}
+    *_, found = roundtrip.send(
+        db.session.connection(),
+        [(_LOCK_PRODUCTS, ids), (_LOCK_MACHINES, ids), (_CHANGE_ROWS, read)],
+    )
+    return {row[0]: _ChangeRow._make(row) for row in found}
+
+
+def _locked_row(product_id: int, *, dispatching: bool = False):
+    """_locked_rows' row of one product; elsewhere than PostgreSQL, three statements."""
+    if roundtrip.together(db.session.connection()):
+        row = _locked_rows([product_id], {product_id} if dispatching else set()).get(product_id)
     else:
+        db.session.flush()
+        conn, params = db.session.connection(), {"pid": product_id}
         conn.execute(_LOCK_PRODUCT, params)
         conn.execute(_LOCK_MACHINE, params)
         row = conn.execute(_CHANGE_ROW, params).one_or_none()
@@ -446,12 +568,15 @@ def apply_change(**change) -> Outcome:
     as it was and the caller may go on with it (a batch does).
     """
     outcome, _, writes = _apply(**change)
-    if writes:  # at once: the batch's next change, and its delta, read what this one wrote
+    if (
+        writes
+    ):  # PostgreSQL: at once: the batch's next change, and its delta, read what this one wrote
         roundtrip.send(db.session.connection(), writes)
     return outcome
 
 
 def _apply(
+    row=None,
     *,
     product_id: int,
     action: str,
@@ -467,12 +592,13 @@ def _apply(
     The write path of every transition, so it is lean: one round trip reads and locks all it
     needs, then the job, the product, the Transition (and the Dispatch) are written by plain
     statements: no ORM objects, and nothing read back after the commit. On PostgreSQL those
-    writes are returned, not run: the caller sends them with its next round trip (change_state:
-    with the commit; a batch: at once), and the Transition's (and the Dispatch's) id was drawn
-    by the locking read.
+    writes are returned, not run: the caller sends them with its next round trip (a group of
+    changes: with the commit; a batch: at once), and the Transition's (and the Dispatch's) id
+    was drawn by the locking read. `row`: the product's _locked_rows row, if read already.
     """
     target = _target_state(action, new_state)
-    row = _locked_row(product_id, dispatching=dispatch is not None)
+    if row is None:
+        row = _locked_row(product_id, dispatching=dispatch is not None)
     if job_id is not None and job_id != row.job_id:
         if db.session.get(Job, job_id) is None:
             raise NotFound(f"No job with id {job_id}.")
@@ -549,17 +675,16 @@ def _apply(
             "destination": record["destination"],
         }
     outbox.emit(ACTION_EVENTS[action], payload)
-    if row.machine_status not in MANUAL_STATUSES:
-        status = "running" if (target == ON or row.machine_busy) else "idle"
-        if status != row.machine_status:
-            # A statement, like the rest: the next change of an atomic batch and the lifecycle
-            # read for the response see it (an ORM change would wait for a flush).
-            params = {"mid": row.machine_id, "m_status": status, "now": now}
-            if together:
-                writes.append((_WRITE_MACHINE, params))
-            else:
-                conn.execute(_WRITE_MACHINE, params)
-            _machine_status_changed(row.machine_id, row.process, row.machine_status, status)
+    status = _machine_status_after(row, target)
+    if status != row.machine_status:
+        # A statement, like the rest: the next change of an atomic batch and the lifecycle
+        # read for the response see it (an ORM change would wait for a flush).
+        params = {"mid": row.machine_id, "m_status": status, "now": now}
+        if together:
+            writes.append((_WRITE_MACHINE, params))
+        else:
+            conn.execute(_WRITE_MACHINE, params)
+        _machine_status_changed(row.machine_id, row.process, row.machine_status, status)
     product = {"id": row.id, "name": row.name, "code": row.code}
     outcome = Outcome(
         product=product,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
@@ -47,14 +48,26 @@ def event_json(type_: str, payload: dict, created_at: datetime) -> str:
     )
 
 
-LIVE_COUNT = object()  # a payload's "count" to be filled with the number of live products
+@dataclass(frozen=True)
+class LiveCount:
+    """A payload's "count": to be filled with the number of live products as of its event.
+
+    Counted under the event lock (see _write_pending): as of this event, not as of some racing
+    writer's. `change`: how many products this event's change made live (less than 0: past).
+    The count is taken once, after all of a transaction's changes, so an event that several
+    changes follow gets it less theirs: each event the count right after its own change.
+    """
+
+    change: int = 0
+
+
+LIVE_COUNT = LiveCount()
 
 
 def emit(type_: str, payload: dict) -> None:
     """Add an event to the current transaction: inserted when it commits, published after.
 
-    A payload whose "count" is LIVE_COUNT gets the number of live products, counted under the
-    event lock (see _write_pending): the count as of this event, not as of some racing writer's.
+    A payload whose "count" is a LiveCount gets the number of live products (see LiveCount).
     """
     db.session.info.setdefault(PENDING, []).append((type_, payload))
 
@@ -108,15 +121,21 @@ def _write_pending(session) -> None:
     conn = session.connection()
     dialect = conn.dialect.name
     params: dict = {"now": utcnow()}
-    bodies = []  # (type, payload without a LIVE_COUNT, whether it gets the count)
-    for i, (type_, payload) in enumerate(pending or ()):
-        counted = payload.get("count") is LIVE_COUNT
+    bodies = []  # (type, payload without its LiveCount, whether it gets the count)
+    later = 0  # what the LiveCounts after this event change
+    for i, (type_, payload) in reversed(list(enumerate(pending or ()))):
+        counted = isinstance(payload.get("count"), LiveCount)
         body = {k: v for k, v in payload.items() if k != "count"} if counted else payload
         head, tail = json.dumps(body), None
         if counted:
             head, tail = head[:-1] + (", " if body else "") + '"count": ', "}"
-        params.update({f"type_{i}": type_, f"head_{i}": head, f"tail_{i}": tail})
+        params.update(
+            {f"type_{i}": type_, f"head_{i}": head, f"tail_{i}": tail, f"off_{i}": -later}
+        )
+        if counted:
+            later += payload["count"].change
         bodies.append((type_, body, counted))
+    bodies.reverse()
     statements = list(last)
     if pending:
         if dialect == "postgresql":
@@ -147,8 +166,8 @@ def _insert_events(dialect: str, rows: int) -> TextClause:
     earlier event's transaction, and the lock is held for this INSERT and the COMMIT only. The
     count runs once, and only if some row needs it (a CASE branch's sub-select).
     """
-    listed = ", ".join(f"({i}, :type_{i}, :head_{i}, :tail_{i})" for i in range(rows))
-    payload = f"CASE WHEN tail IS NULL THEN head ELSE head || ({_LIVE_COUNT}) || tail END"
+    listed = ", ".join(f"({i}, :type_{i}, :head_{i}, :tail_{i}, :off_{i})" for i in range(rows))
+    payload = f"CASE WHEN tail IS NULL THEN head ELSE head || (({_LIVE_COUNT}) + off) || tail END"
     stamp = Event.__table__.c.created_at.type
     if dialect == "postgresql":
         # Text goes into a json column through a cast (SQLite's is text). The writer read its
@@ -161,7 +180,7 @@ def _insert_events(dialect: str, rows: int) -> TextClause:
         stored_count, now = "json_extract(payload, '$.count')", ":now"
     return (
         text(
-            f"WITH pending(ord, type, head, tail) AS (VALUES {listed}) "
+            f"WITH pending(ord, type, head, tail, off) AS (VALUES {listed}) "
             f"INSERT INTO events (type, payload, created_at) SELECT type, {payload}, {now} "
             f"FROM pending ORDER BY ord RETURNING id, {stored_count}, created_at"
         )
