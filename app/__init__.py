@@ -40,7 +40,8 @@ def _engine_options(app: Flask) -> dict:
     return {
         "pool_size": app.config["DB_POOL_SIZE"],
         "max_overflow": app.config["DB_MAX_OVERFLOW"],
-        "pool_pre_ping": True,
+        # No ping on checkout: a round trip per request; see app/common/transactions.py.
+        "pool_pre_ping": False,
         "pool_timeout": 10,
         # An unreachable host fails in seconds, not after the OS's TCP timeout.
         "connect_args": {"connect_timeout": app.config["DB_CONNECT_TIMEOUT"]},

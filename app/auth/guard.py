@@ -12,8 +12,7 @@ from sqlalchemy import bindparam, select
 from werkzeug.exceptions import Forbidden
 
 from app.auth import service
-from app.common.transactions import reads_only
-from app.extensions import db
+from app.common.transactions import read_alone
 from app.models import User
 
 PUBLIC_PATHS = frozenset({"/login", "/healthz", "/readyz", "/metrics", "/favicon.ico"})
@@ -50,13 +49,12 @@ def load_identity() -> None:
         g.token_id = found.token_id
         g.user, g.auth = service.SignedIn._make(found[:_SHOWN]), "token"
     elif session.get("uid") is not None:
-        user = db.session.connection().execute(_SESSION_USER, {"uid": session["uid"]}).first()
+        user = read_alone(_SESSION_USER, {"uid": session["uid"]})
         if user is not None and user.active and session.get("ver") == session_version(user):
             g.user, g.auth = service.SignedIn._make(user[:_SHOWN]), "session"
         else:
             session.clear()
     if g.user is not None:
-        reads_only()
         g.actor = g.user.name
         if g.auth == "session" and request.method in WRITE_METHODS and not _is_public():
             _check_csrf()

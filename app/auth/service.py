@@ -12,6 +12,7 @@ from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from app.common.transactions import read_alone
 from app.errors import Conflict, InvalidInput, NotFound
 from app.extensions import db
 from app.models import ROLES, ApiToken, User, utcnow
@@ -103,7 +104,7 @@ def token_and_user(plain: str) -> Row | None:
     """
     if not plain.startswith(TOKEN_PREFIX) or len(plain) > 200:
         return None
-    found = db.session.connection().execute(_TOKEN_AND_USER, {"digest": _digest(plain)}).first()
+    found = read_alone(_TOKEN_AND_USER, {"digest": _digest(plain)})
     if found is None:
         return None
     now = utcnow()

@@ -1,38 +1,42 @@
-"""Where a request's write transaction begins: where it can, in the sign-in's read transaction,
-so that the request uses one connection (one pool checkout, one ping) rather than two."""
+"""Where a request's reads and writes meet the database.
+
+The pool does not ping a connection when it is checked out (`pool_pre_ping` is off: that ping
+was a round trip of every request). A connection found dead when used is dropped, and with it
+every connection the pool had before (SQLAlchemy's invalidation): after a database restart, the
+first statement of each worker fails, not one per pooled connection. The sign-in's read, which
+every request makes first, tries once more on a new connection (`read_alone`), so a restart
+costs a user nothing; a write that meets a dead connection answers 503, and writes nothing.
+"""
 
 from __future__ import annotations
 
+from sqlalchemy import Row
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import Executable
+
 from app.extensions import db
 
-_READ_ONLY = "read_only_transaction"
 
-
-def reads_only() -> None:
-    """Note that the open transaction has only read so far (the sign-in's lookup)."""
-    session = db.session()
-    session.info[_READ_ONLY] = session.get_transaction()
+def read_alone(statement: Executable, params: dict) -> Row | None:
+    """The first row of one read-only statement, outside any transaction: on a connection of
+    its own in autocommit, so one round trip (no BEGIN and no ROLLBACK), and the request's
+    session is left unopened for what the request does next. Tried again on a new connection
+    if the pooled one was found dead."""
+    for attempt in (1, 2):
+        try:
+            with db.engine.connect() as conn:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                return conn.execute(statement, params).first()
+        except DBAPIError as err:
+            if attempt == 2 or not err.connection_invalidated:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def begin_write() -> None:
     """Start a write transaction: IMMEDIATE on SQLite, so the lock is taken up front (there a
     transaction that reads and then writes fails at once with "database is locked" if another
-    writer committed in between).
-
-    On PostgreSQL a transaction that has only read (see reads_only) goes on as the write one,
-    unless the session holds ORM objects (a rollback would expire them, and a locking SELECT
-    does not refresh an object already loaded): in READ COMMITTED each statement reads with a
-    snapshot of its own, so nothing read before is held on to, and ending it would cost a
-    ROLLBACK, and the next checkout a BEGIN and the pool's ping.
-    """
+    writer committed in between)."""
     session = db.session()
-    read_only = session.info.pop(_READ_ONLY, None)
-    if (
-        read_only is not None
-        and read_only is session.get_transaction()
-        and session.get_bind().dialect.name == "postgresql"
-        and not (session.identity_map or session.new or session.deleted)
-    ):
-        return
     session.rollback()
     session.connection(execution_options={"sqlite_immediate": True})
