@@ -50,6 +50,7 @@ def _engine_options(app: Flask) -> dict:
 
 def register_extensions(app: Flask) -> None:
     from app.auth.guard import init_guard
+    from app.common import ratelimit
     from app.common.http import register_request_hooks
     from app.extensions import api, broker, db, hub, limiter, migrate
     from app.realtime.outbox import init_outbox
@@ -67,6 +68,7 @@ def register_extensions(app: Flask) -> None:
     )
     api.spec.options["security"] = [{"bearer": []}]
     init_guard(app)  # identity first: the limits and the idempotency keys are per user
+    app.config["RATELIMIT_STORAGE_URI"] = ratelimit.storage_uri(app.config["RATELIMIT_STORAGE_URI"])
     limiter.init_app(app)
     register_request_hooks(app)
     app.before_request(hub.ensure_started)

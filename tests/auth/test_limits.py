@@ -397,3 +397,34 @@ def test_redis_down_does_not_refuse_a_stream(sqlite_url):
             cap.acquire(7).release()
     finally:
         create_app(TestConfig, SQLALCHEMY_DATABASE_URI=sqlite_url)
+
+
+def test_the_write_limit_is_counted_in_redis_across_workers(app, database_url):
+    """Two apps (two workers) on one Redis share a user's budget, and each response's
+    X-RateLimit headers tell what is left of it."""
+    url = services.require_redis()
+    settings = {
+        "SQLALCHEMY_DATABASE_URI": database_url,  # migrated and emptied by `app`
+        "RATELIMIT_STORAGE_URI": url,
+        "RATELIMIT_KEY_PREFIX": f"test-{secrets.token_hex(4)}",  # no earlier run's counts
+        "WRITE_RATE_LIMIT": "3 per minute",
+    }
+    one = create_app(TestConfig, **settings)
+    two = create_app(TestConfig, **settings)
+    script = authed_client(one, "mes", "manager")
+    twin = two.test_client()
+    twin.environ_base.update(script.environ_base)
+    left = []
+    for i, client in enumerate((script, twin, script)):
+        response = client.post("/api/machines", json={"name": "Lathe", "code": f"L-{i}"})
+        assert response.status_code == 201
+        assert response.headers["X-RateLimit-Limit"] == "3"
+        reset = int(response.headers["X-RateLimit-Reset"])
+        assert time.time() < reset <= time.time() + 61
+        left.append(response.headers["X-RateLimit-Remaining"])
+    assert left == ["2", "1", "0"]
+    refused = twin.post("/api/machines", json={"name": "Lathe", "code": "L-9"})
+    assert_envelope(refused, 429)
+    _retry_after(refused)
+    codes = [m["code"] for m in script.get("/api/machines").get_json()["machines"]]
+    assert sorted(codes) == ["L-0", "L-1", "L-2"]
