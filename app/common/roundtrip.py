@@ -51,10 +51,12 @@ def run(
 
 
 def send(
-    conn: Connection, statements: Sequence[Statement], *, commit: bool = False
+    conn: Connection, statements: Sequence[Statement], *, begin: bool = False, commit: bool = False
 ) -> list[list[tuple]]:
     """Run `statements` in `conn`'s open transaction in one round trip, then COMMIT in the
     same one if `commit`; each statement's rows (plain tuples; [] for a statement with none).
+    `begin`: BEGIN the transaction first, in the same round trip (on a connection in autocommit:
+    transactions.begin_write_together).
 
     A failure comes out as SQLAlchemy's exception for it (IntegrityError, OperationalError, ...),
     as if SQLAlchemy had sent the statement; a lost connection is invalidated.
@@ -65,12 +67,16 @@ def send(
     for stmt, params in statements:
         compiled = _compiled(stmt, conn.dialect)
         parts.append(quoting.mogrify(compiled.string, compiled.construct_params(params)))
+    if begin:
+        parts.insert(0, "BEGIN")
     if commit:
         parts.append("COMMIT")
     sql = ";\n".join(parts)
     cursor = raw.cursor()
     try:
         cursor.execute(sql)
+        if begin:
+            cursor.nextset()
         results = []
         for _ in statements:
             results.append(cursor.fetchall() if cursor.description is not None else [])

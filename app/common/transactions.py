@@ -10,7 +10,7 @@ costs a user nothing; a write that meets a dead connection answers 503, and writ
 
 from __future__ import annotations
 
-from sqlalchemy import Row
+from sqlalchemy import Connection, Row
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Executable
 
@@ -40,3 +40,17 @@ def begin_write() -> None:
     session = db.session()
     session.rollback()
     session.connection(execution_options={"sqlite_immediate": True})
+
+
+def begin_write_together() -> Connection:
+    """begin_write for a transaction whose BEGIN goes with its first statements, in their round
+    trip (roundtrip.send's `begin`), not in one of its own: PostgreSQL through psycopg only.
+
+    The connection is in autocommit, so psycopg sends no BEGIN of its own; the BEGIN sent with
+    the statements, and the COMMIT sent with the last ones, make the transaction. (psycopg's
+    commit() and rollback() go by the server's transaction status, so a rollback still ends
+    it, and the session's commit after that COMMIT sends nothing.)
+    """
+    session = db.session()
+    session.rollback()
+    return session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})

@@ -37,7 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from app.common import roundtrip
 from app.common.groups import GroupCommit
 from app.common.schemas import MAX_ID, iso
-from app.common.transactions import begin_write
+from app.common.transactions import begin_write, begin_write_together
 from app.errors import Conflict, DomainError, InvalidInput, NotFound
 from app.extensions import db
 from app.jobs.schemas import DispatchSchema
@@ -302,13 +302,14 @@ def change_state(**change) -> Outcome:
     """
     _target_state(change["action"], change.get("new_state"))
     if roundtrip.together(db.session.get_bind()):
-        return _groups().submit(change["product_id"], change)
-    begin_write()
-    outcome, item, _ = _apply(**change)  # elsewhere than PostgreSQL: written already
-    _emit_item_change(outcome, item)
-    # Read under the row lock, so exactly what this change left.
-    (found,) = outbox.commit(last=[reads.lifecycle_statement(outcome.product["id"])])
-    return replace(outcome, lifecycle=reads.lifecycle_from(found, outcome.product["id"]))
+        outcome, found = _groups().submit(change["product_id"], change)
+    else:
+        begin_write()
+        outcome, item, _ = _apply(**change)  # elsewhere than PostgreSQL: written already
+        _emit_item_change(outcome, item)
+        # Read under the row lock, so exactly what this change left.
+        found = outbox.commit(last=reads.lifecycle_statements(outcome.product["id"]))
+    return replace(outcome, lifecycle=reads.lifecycle_from(*found, outcome.product["id"]))
 
 
 def _groups() -> GroupCommit:
@@ -318,19 +319,21 @@ def _groups() -> GroupCommit:
     return groups
 
 
-def _change_group(changes: list[dict]) -> list[Outcome | DomainError]:
+def _change_group(changes: list[dict]) -> list[tuple[Outcome, list] | DomainError]:
     """change_state for several products (one change each), in one write transaction and two
-    round trips: one locks and reads every product (_locked_rows), one sends every write, the
-    lifecycle reads for the responses, the events and the COMMIT (outbox.commit).
+    round trips: one begins it, locks and reads every product (_locked_rows), one sends every
+    write, the lifecycle reads for the responses, the events and the COMMIT (outbox.commit).
+    Each change's Outcome comes with the rows of its lifecycle read, which its own request
+    turns into the lifecycle: the next group need not wait for that.
 
     The changes are applied in order, each to the state the ones before it left: a machine that
     two of them share is "running" or "idle" as their jobs leave it, change by change. A change
     that breaks a rule gets its DomainError and writes nothing; the others go on.
     """
-    begin_write()
     rows = _locked_rows(
         [c["product_id"] for c in changes],
         {c["product_id"] for c in changes if c.get("dispatch") is not None},
+        begin=True,
     )
     on_jobs: dict[int, set[int]] = {}  # by machine: the products here whose latest job is ON
     statuses: dict[int, str] = {}  # by machine: its status as the changes so far leave it
@@ -365,15 +368,10 @@ def _change_group(changes: list[dict]) -> list[Outcome | DomainError]:
         results.append(outcome)
     done = [r for r in results if isinstance(r, Outcome)]
     found = outbox.commit(
-        last=[*writes, *(reads.lifecycle_statement(o.product["id"]) for o in done)]
+        last=[*writes, *(s for o in done for s in reads.lifecycle_statements(o.product["id"]))]
     )
-    lifecycles = iter(found[len(writes) :])
-    return [
-        replace(r, lifecycle=reads.lifecycle_from(next(lifecycles), r.product["id"]))
-        if isinstance(r, Outcome)
-        else r
-        for r in results
-    ]
+    read = iter(found[len(writes) :])
+    return [(r, (next(read), next(read))) if isinstance(r, Outcome) else r for r in results]
 
 
 def _emit_item_change(outcome: Outcome, item: dict) -> None:
@@ -521,7 +519,9 @@ def _dispatch_insert(columns: tuple[str, ...]):
     return insert(_D).values(values).returning(_D.c.id)
 
 
-def _locked_rows(product_ids: list[int], dispatching: set[int]) -> dict[int, _ChangeRow]:
+def _locked_rows(
+    product_ids: list[int], dispatching: set[int], *, begin: bool = False
+) -> dict[int, _ChangeRow]:
     """The rows of these products (those that exist), locked, each with its latest job, that
     job's machine (locked too) and whether the machine runs an ON job other than the latest jobs
     of these products: all their changes need. Their columns are those of dispatchable_rows,
@@ -535,12 +535,15 @@ def _locked_rows(product_ids: list[int], dispatching: set[int]) -> dict[int, _Ch
     transitions on one machine take turns; otherwise two racing ones could both leave it
     "running" or "idle".
     """
-    db.session.flush()  # a caller's ORM changes (a batch's, a test's) are what this must read
+    if begin:
+        conn = begin_write_together()
+    else:
+        db.session.flush()  # a caller's ORM changes (a batch's, a test's) are what it must read
+        conn = db.session.connection()
     ids = {"pids": sorted(product_ids)}
     read = {**ids, "dispatching": sorted(dispatching)}
     *_, found = roundtrip.send(
-        db.session.connection(),
-        [(_LOCK_PRODUCTS, ids), (_LOCK_MACHINES, ids), (_CHANGE_ROWS, read)],
+        conn, [(_LOCK_PRODUCTS, ids), (_LOCK_MACHINES, ids), (_CHANGE_ROWS, read)], begin=begin
     )
     return {row[0]: _ChangeRow._make(row) for row in found}
 

@@ -230,14 +230,14 @@ def test_a_connection_lost_in_the_commits_round_trip_is_a_503_and_writes_nothing
     monkeypatch.setattr(broker, "publish", lambda messages: published.extend(messages))
     send = roundtrip.send
 
-    def dropped_before_the_commit(conn, statements, *, commit=False):
+    def dropped_before_the_commit(conn, statements, *, commit=False, **options):
         if commit:
             with db.engine.connect() as other:
                 other.execute(
                     text("SELECT pg_terminate_backend(:pid, 5000)"),
                     {"pid": conn.connection.driver_connection.info.backend_pid},
                 )
-        return send(conn, statements, commit=commit)
+        return send(conn, statements, commit=commit, **options)
 
     monkeypatch.setattr(roundtrip, "send", dropped_before_the_commit)
     response = make.action(product["id"], "move_to_past")
