@@ -10,7 +10,9 @@ import threading
 from collections import Counter
 
 import pytest
+from sqlalchemy import func, select
 
+from app.models import Event
 from tests.api.conftest import ok
 
 N = 20
@@ -142,10 +144,6 @@ def test_twenty_products_moved_at_once_each_delta_counts_the_list_after_it(
 ):
     """The dispatch page's count comes from the deltas: taken in event order, each delta's
     count is the number of live products right after it, however the writers raced."""
-    from sqlalchemy import select
-
-    from app.models import Event
-
     products = [make.live_product()[0] for _ in range(N)]
     live_before = ok(client.get("/api/live-products/dispatchable"))["count"]
     requests = [
@@ -174,7 +172,7 @@ def _past(product_id: int) -> dict:
 
 @pytest.mark.parametrize("reactivated, status", [(0, "idle"), (N // 2, "running")])
 def test_products_on_one_machine_change_at_once_and_the_machine_status_is_right(
-    app, client, make, pg_only, reactivated, status
+    app, client, make, db, pg_only, reactivated, status
 ):
     """A machine runs while any of its jobs is ON. N products on one machine change together:
     all go past (it ends idle), or half go past while the other half come back (it runs). Each
@@ -192,5 +190,24 @@ def test_products_on_one_machine_change_at_once_and_the_machine_status_is_right(
 
     requests = [change(p, "reactivate") for p in products[:reactivated]]
     requests += [change(p, "move_to_past") for p in products[reactivated:]]
+    before = db.session.scalar(select(func.max(Event.id)))
+    db.session.remove()
     assert codes(fire(app, client, requests)) == {200: N}
     assert ok(client.get(f"/api/machines/{machine['id']}"))["machine"]["status"] == status
+    # Its status events tell the same story, change after change: each one starts where the
+    # one before it ended (changes written together in one transaction too), and the last ends
+    # where the machine is.
+    told = [
+        (e["previousStatus"], e["status"])
+        for e in db.session.scalars(
+            select(Event.payload)
+            .where(Event.type == "machine_status_changed", Event.id > before)
+            .order_by(Event.id)
+        )
+        if e["machineId"] == machine["id"]
+    ]
+    chain = ["running"]
+    for previous, now in told:
+        assert previous == chain[-1] != now, told
+        chain.append(now)
+    assert chain[-1] == status, told

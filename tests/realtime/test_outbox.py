@@ -253,3 +253,32 @@ def test_a_connection_lost_in_the_commits_round_trip_is_a_503_and_writes_nothing
     assert make.action(product["id"], "move_to_past").status_code == 200
     assert db.session.get(Product, product["id"]).state == "OFF"
     assert len(published) == 3
+
+
+def test_after_the_database_drops_every_connection_the_next_write_works(
+    app, client, make, db, backend
+):
+    """What a restart of PostgreSQL looks like to the app: every pooled connection dead. The
+    pool does not ping on checkout, so the sign-in's read meets a dead one; it tries again on a
+    new connection, the pool has dropped the other dead ones meanwhile, and the user sees no
+    error at all."""
+    if backend == "sqlite":
+        pytest.skip("SQLite has no connections to drop")
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    product, _, _ = make.live_product()  # the pool now holds connections
+    db.session.remove()
+    admin = create_engine(db.engine.url, poolclass=NullPool)
+    with admin.connect() as conn:
+        dropped = conn.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    admin.dispose()
+    assert dropped >= 1
+    assert make.action(product["id"], "move_to_past").status_code == 200
+    assert make.action(product["id"], "reactivate").status_code == 200
+    assert client.get(f"/api/products/lifecycle?productId={product['id']}").status_code == 200

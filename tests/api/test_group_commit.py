@@ -1,0 +1,181 @@
+"""Group commit (app.common.groups): the changes of requests that arrive while another is being
+written go into the next transaction together, and each request still gets its own answer."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from app.common.groups import GroupCommit
+
+
+class Recorder:
+    """A `run` that records its groups; the first group waits until told to finish, so that the
+    changes submitted meanwhile queue up behind it."""
+
+    def __init__(self, fail_on=None):
+        self.groups: list[list] = []
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.fail_on = fail_on
+
+    def __call__(self, changes: list) -> list:
+        self.groups.append(list(changes))
+        if len(self.groups) == 1:
+            self.started.set()
+            assert self.release.wait(10)
+        if self.fail_on in changes:
+            raise RuntimeError(f"the database refused group {len(self.groups)}")
+        return [ValueError(f"bad {c}") if c.startswith("bad") else c.upper() for c in changes]
+
+
+def submit_all(group: GroupCommit, run: Recorder, first: tuple, queued: list[tuple]) -> dict:
+    """`first` starts a group; `queued` arrive (in order) while it is written; every answer."""
+    answers: dict = {}
+
+    def one(key, change):
+        try:
+            answers[change] = group.submit(key, change)
+        except BaseException as err:  # noqa: BLE001 - the answer under test
+            answers[change] = err
+
+    leader = threading.Thread(target=one, args=first)
+    leader.start()
+    assert run.started.wait(10)
+    threads = []
+    for key, change in queued:
+        t = threading.Thread(target=one, args=(key, change))
+        t.start()
+        threads.append(t)
+        _wait_queued(group, len(threads))
+    run.release.set()
+    for t in (leader, *threads):
+        t.join(10)
+    assert not any(t.is_alive() for t in (leader, *threads)), "a request never got its answer"
+    return answers
+
+
+def _wait_queued(group: GroupCommit, n: int) -> None:
+    for _ in range(1000):
+        with group._mutex:
+            if len(group._queue) >= n:
+                return
+        threading.Event().wait(0.005)
+    raise AssertionError(f"{n} changes never queued")
+
+
+def test_changes_that_arrive_meanwhile_are_written_together_in_order():
+    run = Recorder()
+    group = GroupCommit(run)
+    answers = submit_all(group, run, (1, "a"), [(2, "b"), (3, "c"), (4, "d")])
+    assert run.groups == [["a"], ["b", "c", "d"]]
+    assert answers == {"a": "A", "b": "B", "c": "C", "d": "D"}
+
+
+def test_two_changes_of_one_product_never_share_a_group():
+    run = Recorder()
+    group = GroupCommit(run)
+    answers = submit_all(group, run, (1, "a"), [(2, "b"), (2, "b2"), (3, "c")])
+    assert run.groups == [["a"], ["b", "c"], ["b2"]]
+    assert answers["b2"] == "B2"
+
+
+def test_a_change_that_breaks_a_rule_fails_alone():
+    run = Recorder()
+    group = GroupCommit(run)
+    answers = submit_all(group, run, (1, "a"), [(2, "bad-b"), (3, "c")])
+    assert isinstance(answers["bad-b"], ValueError)
+    assert answers["c"] == "C"
+
+
+def test_a_failed_group_fails_each_of_its_changes_and_the_next_group_runs():
+    run = Recorder(fail_on="c")
+    group = GroupCommit(run)
+    answers = submit_all(group, run, (1, "a"), [(2, "b"), (3, "c")])
+    assert [str(answers[c]) for c in ("b", "c")] == ["the database refused group 2"] * 2
+    assert group.submit(4, "d") == "D"  # nobody holds on to the lead
+    assert run.groups[-1] == ["d"]
+
+
+def test_a_leader_killed_while_writing_hands_its_followers_on():
+    """A greenlet killed in the middle of its group (a worker's graceful timeout) must not leave
+    the requests queued behind it waiting forever."""
+    run = Recorder()
+    group = GroupCommit(run)
+
+    def killed(changes):
+        if changes == ["a"]:
+            run.started.set()
+            assert run.release.wait(10)
+            raise KeyboardInterrupt  # a BaseException, as GreenletExit is
+        return run(changes)
+
+    group._run = killed
+    answers = submit_all(group, run, (1, "a"), [(2, "b")])
+    assert isinstance(answers["a"], KeyboardInterrupt)
+    assert answers["b"] == "B"
+
+
+@pytest.mark.parametrize("concurrent", [1, 8])
+def test_every_change_gets_its_own_answer_under_load(concurrent):
+    group = GroupCommit(lambda changes: [c * 2 for c in changes])
+    answers: dict = {}
+
+    def worker(i):
+        for n in range(i * 100, i * 100 + 50):
+            answers[n] = group.submit(n, n)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrent)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert answers == {n: 2 * n for i in range(concurrent) for n in range(i * 100, i * 100 + 50)}
+
+
+def test_changes_written_together_are_announced_one_after_the_other(app, make, db, backend):
+    """One machine, two products: the live one goes past (the machine is idle) and the past one
+    comes back (it runs again). Written in one transaction, in that order, they are announced
+    as those two steps, and each response's item and counts are those of its own step."""
+    if backend == "sqlite":
+        pytest.skip("changes are written in groups on PostgreSQL")
+    from sqlalchemy import func, select
+
+    from app.lifecycle import service
+    from app.models import Event
+
+    machine = make.machine()
+    live, past = make.product(), make.product()
+    make.job(past["id"], machine["id"])
+    assert make.action(past["id"], "move_to_past").status_code == 200
+    make.job(live["id"], machine["id"])
+    before = db.session.scalar(select(func.max(Event.id)))
+    live_count = make.client.get("/api/live-products/dispatchable").get_json()["count"]
+    db.session.remove()
+
+    with app.app_context():
+        results = service._change_group(
+            [
+                {"product_id": live["id"], "action": "move_to_past", "actor": "t"},
+                {"product_id": 10**9, "action": "reactivate", "actor": "t"},  # no such product
+                {"product_id": past["id"], "action": "reactivate", "actor": "t"},
+            ]
+        )
+    assert [type(r).__name__ for r in results] == ["tuple", "NotFound", "tuple"]
+    assert [r[0].new_state for r in (results[0], results[2])] == ["OFF", "ON"]
+
+    events = db.session.execute(
+        select(Event.type, Event.payload).where(Event.id > before).order_by(Event.id)
+    ).all()
+    told = [(t, p.get("previousStatus"), p.get("status"), p.get("count")) for t, p in events]
+    assert told == [
+        ("product_moved_to_past", None, None, None),
+        ("machine_status_changed", "running", "idle", None),
+        ("dispatchable_products_update", None, None, live_count - 1),
+        ("product_reactivated", None, None, None),
+        ("machine_status_changed", "idle", "running", None),
+        ("dispatchable_products_update", None, None, live_count),
+    ]
+    machine_now = make.client.get(f"/api/machines/{machine['id']}").get_json()["machine"]
+    assert machine_now["status"] == "running"
