@@ -130,6 +130,12 @@ class Config:
     DB_POOL_SIZE = env_int("DB_POOL_SIZE", 10)
     DB_MAX_OVERFLOW = env_int("DB_MAX_OVERFLOW", 10)
     DB_CONNECT_TIMEOUT = env_int("DB_CONNECT_TIMEOUT", 5)
+    # A pooled connection unused for longer is pinged before it is lent (a firewall or the
+    # server may have dropped it meanwhile); one in steady use is not (a round trip each time).
+    DB_PING_AFTER_IDLE_SECONDS = env_float("DB_PING_AFTER_IDLE_SECONDS", 10.0)
+    # How long a group of transitions waits for a row lock held elsewhere before it gives up
+    # with a 503: the worker's other transitions wait behind it meanwhile.
+    DB_LOCK_TIMEOUT_SECONDS = env_float("DB_LOCK_TIMEOUT_SECONDS", 5.0)
     # How many proxies (nginx = 1) stand in front and set X-Forwarded-For/-Proto; 0 trusts none.
     TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0)
     MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 1024 * 1024)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from flask import Flask
 
 from config import Config
@@ -40,7 +42,7 @@ def _engine_options(app: Flask) -> dict:
     return {
         "pool_size": app.config["DB_POOL_SIZE"],
         "max_overflow": app.config["DB_MAX_OVERFLOW"],
-        # No ping on checkout: a round trip per request; see app/common/transactions.py.
+        # Not on every checkout (a round trip per request): _ping_when_idle.
         "pool_pre_ping": False,
         "pool_timeout": 10,
         # An unreachable host fails in seconds, not after the OS's TCP timeout.
@@ -59,6 +61,7 @@ def register_extensions(app: Flask) -> None:
     migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"))
     with app.app_context():
         _configure_engine(db.engine)
+        _ping_when_idle(db.engine, app.config["DB_PING_AFTER_IDLE_SECONDS"])
     api.init_app(app, spec_kwargs={"info": {"description": "The TrackOPZ HTTP contract."}})
     init_outbox()
     hub.init_app(app)
@@ -72,6 +75,32 @@ def register_extensions(app: Flask) -> None:
     limiter.init_app(app)
     register_request_hooks(app)
     app.before_request(hub.ensure_started)
+
+
+def _ping_when_idle(engine, seconds: float) -> None:
+    """Ping a pooled connection before it is lent only if it sat unused for `seconds`: the one
+    a firewall, a proxy or a restarted server is likely to have dropped. A dead one is replaced
+    by the pool (SQLAlchemy's DisconnectionError recipe). Connections in steady use are not
+    pinged; app/common/transactions.py says what happens if one of those turns out dead."""
+    if engine.dialect.name == "sqlite":
+        return
+    from sqlalchemy import event, exc
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_conn, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _lent(dbapi_conn, record, _proxy):
+        since = record.info.pop("idle_since", None)
+        if since is None or time.monotonic() - since <= seconds:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_conn)
+        except Exception:  # psycopg raises some deaths (AdminShutdown) instead of saying so
+            alive = False
+        if not alive:
+            raise exc.DisconnectionError("a pooled connection was found dead")
 
 
 def _configure_engine(engine) -> None:

@@ -19,6 +19,13 @@ import threading
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from app.errors import ServiceUnavailable
+
+
+class LeaderLost(ServiceUnavailable):
+    """The request writing a change's group was stopped before it finished (a worker's
+    graceful timeout kills its greenlets): whether the change was written is not known here."""
+
 
 class _Waiter:
     __slots__ = ("key", "change", "wake", "lead", "done", "result", "error")
@@ -36,11 +43,19 @@ class GroupCommit:
 
     `run(changes)` gets a list of changes and returns one result per change, in order: a value,
     or an exception to raise in that change's request. If `run` itself raises, every change of
-    the group gets that exception.
+    the group gets that exception. `after()`, if given, runs in the leader once the next group
+    may start (the publishing of what the group committed, say).
     """
 
-    def __init__(self, run: Callable[[list], list], *, limit: int = 32):
+    def __init__(
+        self,
+        run: Callable[[list], list],
+        *,
+        after: Callable[[], None] | None = None,
+        limit: int = 32,
+    ):
         self._run = run
+        self._after = after
         self._limit = limit
         self._mutex = threading.Lock()
         self._queue: list[_Waiter] = []
@@ -53,19 +68,18 @@ class GroupCommit:
             if not self._leading:
                 self._leading = waiter.lead = True
         try:
-            while not waiter.done:
-                if waiter.lead:
-                    self._lead(waiter)
-                else:
-                    waiter.wake.wait()  # set when its change is done, or when it is to lead
-        except BaseException:  # killed while waiting, or its group failed before it ran
+            if not waiter.lead:
+                waiter.wake.wait()  # set when its change is done, or when it is to lead
+            if not waiter.done:  # it leads: its change is first in the queue
+                self._lead()
+        except BaseException:  # killed while it waited
             self._abandon(waiter)
             raise
         if waiter.error is not None:
             raise waiter.error
         return waiter.result
 
-    def _lead(self, leader: _Waiter) -> None:
+    def _lead(self) -> None:
         with self._mutex:
             group, keys, rest = [], set(), []
             for waiter in self._queue:
@@ -75,12 +89,16 @@ class GroupCommit:
                     group.append(waiter)
                     keys.add(waiter.key)
             self._queue = rest
+        leader = group[0]
         try:
             results = self._run([w.change for w in group])
             if len(results) != len(group):  # pragma: no cover - a bug in `run`
                 raise RuntimeError(f"{len(results)} results for {len(group)} changes")
-        except BaseException as err:  # a killed leader too: nobody may wait for it forever
-            results = [err] * len(group)
+        except BaseException as err:
+            # The leader's own request raises what stopped it; a follower gets an Exception
+            # in any case (a request cannot answer a GreenletExit).
+            lost = err if isinstance(err, Exception) else LeaderLost(_LOST)
+            results = [err, *[lost] * (len(group) - 1)]
             raise
         finally:
             for waiter, result in zip(group, results, strict=True):
@@ -90,15 +108,11 @@ class GroupCommit:
                     waiter.result = result
                 waiter.done = True
                 waiter.wake.set()
-            self._pass_on(leader)
-
-    def _pass_on(self, leader: _Waiter) -> None:
-        """After a group: the leader goes on if its own change still waits, else the first
-        waiting request leads the next group."""
-        with self._mutex:
-            if leader.done:
+            with self._mutex:
                 leader.lead = False
                 self._hand_over()
+        if self._after is not None:
+            self._after()
 
     def _abandon(self, waiter: _Waiter) -> None:
         with self._mutex:
@@ -116,3 +130,6 @@ class GroupCommit:
             following.wake.set()
         else:
             self._leading = False
+
+
+_LOST = "The request writing this change was stopped; check whether it was made, then retry."

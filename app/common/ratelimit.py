@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from flask import g, has_request_context
+from flask import has_request_context, request
 from limits.storage import RedisStorage
 
 SCHEME_PREFIX = "trackopz+"
@@ -55,9 +55,14 @@ class RedisCounters(RedisStorage):
         known = _answered().get(key)
         return known[1] if known is not None else super().get_expiry(key)
 
+    def clear(self, key: str) -> None:
+        _answered().pop(key, None)
+        super().clear(key)
+
 
 def _answered() -> dict:
-    """What this request's counting calls answered, by key; outside a request, nothing."""
+    """What this request's counting calls answered, by key (kept in the request itself: an
+    app context may outlive it); outside a request, nothing."""
     if not has_request_context():
         return {}
-    return g.setdefault("rate_limit_counts", {})
+    return request.environ.setdefault("trackopz.rate_limit_counts", {})

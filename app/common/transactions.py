@@ -1,14 +1,19 @@
 """Where a request's reads and writes meet the database.
 
-The pool does not ping a connection when it is checked out (`pool_pre_ping` is off: that ping
-was a round trip of every request). A connection found dead when used is dropped, and with it
+The pool pings a connection before lending it only if it sat unused for a while
+(DB_PING_AFTER_IDLE_SECONDS, see app/__init__.py): a ping on every checkout (`pool_pre_ping`)
+was a round trip of every request. A connection found dead when used is dropped, and with it
 every connection the pool had before (SQLAlchemy's invalidation): after a database restart, the
 first statement of each worker fails, not one per pooled connection. The sign-in's read, which
-every request makes first, tries once more on a new connection (`read_alone`), so a restart
-costs a user nothing; a write that meets a dead connection answers 503, and writes nothing.
+every request makes first, and a group of transitions' first round trip try once more on a new
+connection (`on_a_live_connection`), so a restart costs a user nothing; another write that meets
+a dead connection answers 503, and writes nothing.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
 
 from sqlalchemy import Connection, Row
 from sqlalchemy.exc import DBAPIError
@@ -16,21 +21,33 @@ from sqlalchemy.sql import Executable
 
 from app.extensions import db
 
+T = TypeVar("T")
+
+
+def on_a_live_connection(attempt: Callable[[], T]) -> T:
+    """`attempt()`, and once more if it met a connection found dead: for an attempt of which
+    nothing can have run on a dead connection (a read, or a transaction's first round trip)."""
+    try:
+        return attempt()
+    except DBAPIError as err:
+        if not err.connection_invalidated:
+            raise
+    return attempt()
+
 
 def read_alone(statement: Executable, params: dict) -> Row | None:
     """The first row of one read-only statement, outside any transaction: on a connection of
-    its own in autocommit, so one round trip (no BEGIN and no ROLLBACK), and the request's
-    session is left unopened for what the request does next. Tried again on a new connection
-    if the pooled one was found dead."""
-    for attempt in (1, 2):
-        try:
-            with db.engine.connect() as conn:
+    its own in autocommit (PostgreSQL), so one round trip (no BEGIN and no ROLLBACK), and the
+    request's session is left unopened for what the request does next. Tried again on a new
+    connection if the pooled one was found dead."""
+
+    def read():
+        with db.engine.connect() as conn:
+            if conn.dialect.name != "sqlite":  # SQLite keeps its own transaction handling
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-                return conn.execute(statement, params).first()
-        except DBAPIError as err:
-            if attempt == 2 or not err.connection_invalidated:
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover
+            return conn.execute(statement, params).first()
+
+    return on_a_live_connection(read)
 
 
 def begin_write() -> None:

@@ -8,6 +8,8 @@ outgoing events, and commits them together. Views only translate HTTP to these c
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from collections import namedtuple
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -24,7 +26,6 @@ from sqlalchemy import (
     String,
     any_,
     bindparam,
-    case,
     func,
     insert,
     literal_column,
@@ -37,8 +38,8 @@ from sqlalchemy.exc import IntegrityError
 from app.common import roundtrip
 from app.common.groups import GroupCommit
 from app.common.schemas import MAX_ID, iso
-from app.common.transactions import begin_write, begin_write_together
-from app.errors import Conflict, DomainError, InvalidInput, NotFound
+from app.common.transactions import begin_write, begin_write_together, on_a_live_connection
+from app.errors import Conflict, DomainError, InvalidInput, NotFound, ServiceUnavailable
 from app.extensions import db
 from app.jobs.schemas import DispatchSchema
 from app.lifecycle import reads
@@ -57,6 +58,8 @@ from app.models import (
 )
 from app.observability import audit
 from app.realtime import outbox
+
+log = logging.getLogger(__name__)
 
 ACTION_EVENTS = {
     "move_to_past": "product_moved_to_past",
@@ -302,6 +305,7 @@ def change_state(**change) -> Outcome:
     """
     _target_state(change["action"], change.get("new_state"))
     if roundtrip.together(db.session.get_bind()):
+        db.session.rollback()  # hold nothing open while waiting for the group
         outcome, found = _groups().submit(change["product_id"], change)
     else:
         begin_write()
@@ -312,33 +316,61 @@ def change_state(**change) -> Outcome:
     return replace(outcome, lifecycle=reads.lifecycle_from(*found, outcome.product["id"]))
 
 
+_GROUPS_LOCK = threading.Lock()
+
+
 def _groups() -> GroupCommit:
-    groups = current_app.extensions.get("lifecycle_groups")
-    if groups is None:
-        groups = current_app.extensions["lifecycle_groups"] = GroupCommit(_change_group)
+    with _GROUPS_LOCK:
+        groups = current_app.extensions.get("lifecycle_groups")
+        if groups is None:
+            groups = GroupCommit(_change_group, after=outbox.publish_held)
+            current_app.extensions["lifecycle_groups"] = groups
     return groups
 
 
-def _change_group(changes: list[dict]) -> list[tuple[Outcome, list] | DomainError]:
-    """change_state for several products (one change each), in one write transaction and two
-    round trips: one begins it, locks and reads every product (_locked_rows), one sends every
-    write, the lifecycle reads for the responses, the events and the COMMIT (outbox.commit).
-    Each change's Outcome comes with the rows of its lifecycle read, which its own request
-    turns into the lifecycle: the next group need not wait for that.
+def _change_group(changes: list[dict]) -> list[tuple[Outcome, list] | Exception]:
+    """change_state for several products (one change each), in one write transaction (see
+    _write_group). If that fails for another reason than a rule, the changes are written again
+    one by one, so that only the one at fault fails; unless the database is out of reach,
+    which fails them all with a 503."""
+    try:
+        return _write_group(changes)
+    except Exception as err:
+        db.session.rollback()
+        if outbox.is_unavailable_error(err):
+            log.warning("%d change(s) not confirmed by the database", len(changes), exc_info=err)
+            return [ServiceUnavailable(_NOT_CONFIRMED) for _ in changes]
+        if len(changes) == 1:
+            return [err]
+        return [result for change in changes for result in _change_group([change])]
+
+
+_NOT_CONFIRMED = "The database did not confirm this change; check the product, then try again."
+
+
+def _write_group(changes: list[dict]) -> list[tuple[Outcome, list] | DomainError]:
+    """Several products' changes in one write transaction and two round trips: one begins it,
+    locks and reads every product (_locked_rows), one sends every write, the lifecycle reads for
+    the responses, the events and the COMMIT (outbox.commit). Each change's Outcome comes with
+    the rows of its lifecycle read, which its own request turns into the lifecycle: the next
+    group need not wait for that. The events are published once the next group may start
+    (GroupCommit's `after`): the hubs put events that arrive out of order back in order.
 
     The changes are applied in order, each to the state the ones before it left: a machine that
-    two of them share is "running" or "idle" as their jobs leave it, change by change. A change
-    that breaks a rule gets its DomainError and writes nothing; the others go on.
+    two of them share is "running" or "idle" as their jobs leave it, change by change, and so
+    are its events. (The lifecycle in each response is read after all of them.) A change that
+    breaks a rule gets its DomainError and writes nothing; the others go on.
     """
-    rows = _locked_rows(
+    found = _locked_rows(
         [c["product_id"] for c in changes],
-        {c["product_id"] for c in changes if c.get("dispatch") is not None},
+        [c.get("dispatch") is not None for c in changes],
         begin=True,
     )
+    rows = dict(zip((c["product_id"] for c in changes), found, strict=True))
     on_jobs: dict[int, set[int]] = {}  # by machine: the products here whose latest job is ON
     statuses: dict[int, str] = {}  # by machine: its status as the changes so far leave it
-    for row in rows.values():
-        if row.machine_id is not None:
+    for row in found:
+        if row is not None and row.machine_id is not None:
             statuses[row.machine_id] = row.machine_status
             if row.job_state == ON:
                 on_jobs.setdefault(row.machine_id, set()).add(row.id)
@@ -367,6 +399,7 @@ def _change_group(changes: list[dict]) -> list[tuple[Outcome, list] | DomainErro
         writes.extend(written)
         results.append(outcome)
     done = [r for r in results if isinstance(r, Outcome)]
+    db.session.info[outbox.HOLD] = True  # published by outbox.publish_held, after the hand-over
     found = outbox.commit(
         last=[*writes, *(s for o in done for s in reads.lifecycle_statements(o.product["id"]))]
     )
@@ -462,19 +495,19 @@ _PID = bindparam("pid", type_=Integer)
 _LOCK_PRODUCT, _LOCK_MACHINE, _CHANGE_ROW = _change_statements(lambda c: c == _PID)
 _PIDS = bindparam("pids", type_=ARRAY(Integer))
 _LOCK_PRODUCTS, _LOCK_MACHINES, _CHANGE_ROWS = _change_statements(lambda c: c == any_(_PIDS))
-# PostgreSQL: the same read also draws the id of each Transition to write, so that the event
-# that names it can be built before the row is written (and sent with it, in one round trip).
-_CHANGE_ROWS = _CHANGE_ROWS.add_columns(
-    Sequence("transitions_id_seq").next_value().label("transition_id"),
-    # and the Dispatch's, for a dispatch only (CASE runs nextval only on its true branch)
-    case(
-        (
-            _P.c.id == any_(bindparam("dispatching", type_=ARRAY(Integer))),
-            Sequence("dispatches_id_seq").next_value(),
-        )
-    ).label("dispatch_id"),
+# PostgreSQL: the ids of the Transitions (and Dispatches) to write are drawn with the locking
+# read, so that the events that name them are built before the rows are written (and sent
+# with them, in one round trip); n of them at once, in order, for a group's changes in order.
+_DRAW_IDS = {
+    name: select(Sequence(name).next_value()).select_from(
+        func.generate_series(1, bindparam("n", type_=Integer))
+    )
+    for name in ("transitions_id_seq", "dispatches_id_seq")
+}
+_ChangeRow = namedtuple(
+    "_ChangeRow", [c.key for c in _CHANGE_ROWS.selected_columns] + ["transition_id", "dispatch_id"]
 )
-_ChangeRow = namedtuple("_ChangeRow", [c.key for c in _CHANGE_ROWS.selected_columns])
+_LOCK_TIMEOUT = text("SELECT set_config('lock_timeout', :timeout, true)")
 
 
 def _write_statements():
@@ -520,13 +553,15 @@ def _dispatch_insert(columns: tuple[str, ...]):
 
 
 def _locked_rows(
-    product_ids: list[int], dispatching: set[int], *, begin: bool = False
-) -> dict[int, _ChangeRow]:
-    """The rows of these products (those that exist), locked, each with its latest job, that
-    job's machine (locked too) and whether the machine runs an ON job other than the latest jobs
-    of these products: all their changes need. Their columns are those of dispatchable_rows,
-    plus job_state, machine_status, machine_busy and the ids drawn for the rows to write (a
-    Dispatch id for the products in `dispatching`). PostgreSQL only: one round trip.
+    product_ids: list[int], dispatching: list[bool], *, begin: bool = False
+) -> list[_ChangeRow | None]:
+    """For each of these products (None where there is no such product), its row, locked, with
+    its latest job, that job's machine (locked too) and whether the machine runs an ON job
+    other than the latest jobs of these products: all their changes need. The columns are those
+    of dispatchable_rows, plus job_state, machine_status, machine_busy, and the ids drawn for the
+    rows to write, in the order given: a Transition id for each, a Dispatch id where
+    `dispatching` says so. PostgreSQL only: one round trip, which `begin`s the write
+    transaction too (then with a lock_timeout, and tried again if the connection was dead).
 
     Lock first, read after: a locking SELECT that waited for its lock re-reads only the locked
     row; a joined job or machine, or the "another ON job" test, would be the stale ones. The
@@ -535,23 +570,41 @@ def _locked_rows(
     transitions on one machine take turns; otherwise two racing ones could both leave it
     "running" or "idle".
     """
+    ids = {"pids": sorted(set(product_ids))}
+    statements = [(_LOCK_PRODUCTS, ids), (_LOCK_MACHINES, ids), (_CHANGE_ROWS, ids)]
+    statements.append((_DRAW_IDS["transitions_id_seq"], {"n": len(product_ids)}))
+    if any(dispatching):
+        statements.append((_DRAW_IDS["dispatches_id_seq"], {"n": sum(dispatching)}))
     if begin:
-        conn = begin_write_together()
+        # A lock held elsewhere (an idle psql session, say) must not stall the worker's writes.
+        seconds = current_app.config["DB_LOCK_TIMEOUT_SECONDS"]
+        statements.insert(0, (_LOCK_TIMEOUT, {"timeout": f"{int(seconds * 1000)}ms"}))
+
+        def send():
+            return roundtrip.send(begin_write_together(), statements, begin=True)
+
+        # Nothing of a first round trip runs if the connection is dead: safe to send again.
+        found = on_a_live_connection(send)[1:]
     else:
         db.session.flush()  # a caller's ORM changes (a batch's, a test's) are what it must read
-        conn = db.session.connection()
-    ids = {"pids": sorted(product_ids)}
-    read = {**ids, "dispatching": sorted(dispatching)}
-    *_, found = roundtrip.send(
-        conn, [(_LOCK_PRODUCTS, ids), (_LOCK_MACHINES, ids), (_CHANGE_ROWS, read)], begin=begin
-    )
-    return {row[0]: _ChangeRow._make(row) for row in found}
+        found = roundtrip.send(db.session.connection(), statements)
+    _, _, read, transition_ids, *dispatch_ids = found
+    by_id = {row[0]: row for row in read}
+    dispatch_ids = iter(dispatch_ids[0] if dispatch_ids else ())
+    rows = []
+    for pid, transition_id, dispatches in zip(
+        product_ids, transition_ids, dispatching, strict=True
+    ):
+        dispatch_id = next(dispatch_ids)[0] if dispatches else None
+        row = by_id.get(pid)
+        rows.append(row and _ChangeRow(*row, transition_id[0], dispatch_id))
+    return rows
 
 
 def _locked_row(product_id: int, *, dispatching: bool = False):
     """_locked_rows' row of one product; elsewhere than PostgreSQL, three statements."""
-    if roundtrip.together(db.session.connection()):
-        row = _locked_rows([product_id], {product_id} if dispatching else set()).get(product_id)
+    if roundtrip.together(db.session.get_bind()):
+        (row,) = _locked_rows([product_id], [dispatching])
     else:
         db.session.flush()
         conn, params = db.session.connection(), {"pid": product_id}
@@ -571,9 +624,8 @@ def apply_change(**change) -> Outcome:
     as it was and the caller may go on with it (a batch does).
     """
     outcome, _, writes = _apply(**change)
-    if (
-        writes
-    ):  # PostgreSQL: at once: the batch's next change, and its delta, read what this one wrote
+    # PostgreSQL: sent at once, so that the batch's next change, and its delta, read them.
+    if writes:
         roundtrip.send(db.session.connection(), writes)
     return outcome
 

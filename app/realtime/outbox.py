@@ -37,6 +37,8 @@ EVENT_LOCK_KEY = 0x7472_6B6F  # "trko": the one advisory lock that orders event 
 PENDING = "outbox"  # events emitted in the open transaction, not inserted yet
 WRITTEN = "outbox_written"  # (id, json) of the events the committing transaction inserted
 LAST = "outbox_last"  # statements commit() runs before the events, and a list for their rows
+HOLD = "outbox_hold"  # set: the committed events wait for publish_held() instead
+HELD = "outbox_held"  # (id, json) of the committed events that wait for publish_held()
 
 
 def event_json(type_: str, payload: dict, created_at: datetime) -> str:
@@ -59,9 +61,6 @@ class LiveCount:
     """
 
     change: int = 0
-
-
-LIVE_COUNT = LiveCount()
 
 
 def emit(type_: str, payload: dict) -> None:
@@ -194,8 +193,20 @@ _LIVE_COUNT = "SELECT count(*) FROM products WHERE state = 'ON'"
 
 def _publish_committed(session) -> None:
     messages = session.info.pop(WRITTEN, None)
-    if not messages:
-        return
+    if session.info.pop(HOLD, False):
+        session.info.setdefault(HELD, []).extend(messages or ())
+    elif messages:
+        _publish(messages)
+
+
+def publish_held() -> None:
+    """Publish the events that commits made with HOLD set in this session held back."""
+    messages = db.session.info.pop(HELD, None)
+    if messages:
+        _publish(messages)
+
+
+def _publish(messages: list[tuple[int, str]]) -> None:
     try:
         broker.publish(messages)
     except Exception:  # the write is committed: the hubs' gap fill and tail check deliver it
@@ -207,6 +218,7 @@ def _forget_on_rollback(session) -> None:
     session.info.pop(PENDING, None)
     session.info.pop(WRITTEN, None)
     session.info.pop(LAST, None)
+    session.info.pop(HOLD, None)
 
 
 def init_outbox() -> None:

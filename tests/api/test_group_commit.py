@@ -179,3 +179,74 @@ def test_changes_written_together_are_announced_one_after_the_other(app, make, d
     ]
     machine_now = make.client.get(f"/api/machines/{machine['id']}").get_json()["machine"]
     assert machine_now["status"] == "running"
+
+
+def test_a_change_that_fails_unexpectedly_fails_alone(app, make, db, backend, monkeypatch):
+    """Something other than a rule going wrong with one change of a group (a bug, a value the
+    database refuses) rolls the group back; the changes are then written one by one, so the
+    others are written and only that one fails."""
+    if backend == "sqlite":
+        pytest.skip("changes are written in groups on PostgreSQL")
+    from app.lifecycle import service
+    from app.models import Product
+
+    products = [make.live_product()[0]["id"] for _ in range(3)]
+    apply = service._apply
+
+    def broken_for_the_second(row=None, **change):
+        if change["product_id"] == products[1]:
+            raise RuntimeError("a bug in one change")
+        return apply(row, **change)
+
+    monkeypatch.setattr(service, "_apply", broken_for_the_second)
+    db.session.remove()
+    with app.app_context():
+        results = service._change_group(
+            [{"product_id": p, "action": "move_to_past", "actor": "t"} for p in products]
+        )
+    assert [type(r).__name__ for r in results] == ["tuple", "RuntimeError", "tuple"]
+    states = {p: db.session.get(Product, p).state for p in products}
+    assert states == {products[0]: "OFF", products[1]: "ON", products[2]: "OFF"}
+
+
+def test_a_product_locked_elsewhere_gives_a_503_in_time_and_others_go_on(
+    database_url, backend, app, make, db
+):
+    """A row lock held elsewhere (an open psql session, say) must not stall the transitions of
+    the worker behind it: after DB_LOCK_TIMEOUT_SECONDS the one that waits answers 503, and the
+    next one, on another product, is written."""
+    if backend == "sqlite":
+        pytest.skip("row locks are PostgreSQL's")
+    import time
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    from app import create_app
+    from app.models import Product
+    from config import TestConfig
+
+    stuck, _, _ = make.live_product()
+    free, _, _ = make.live_product()
+    quick = create_app(
+        TestConfig, SQLALCHEMY_DATABASE_URI=database_url, DB_LOCK_TIMEOUT_SECONDS=0.3
+    )
+    web = quick.test_client()
+    web.environ_base.update(make.client.environ_base)
+    holder = create_engine(db.engine.url, poolclass=NullPool)
+    with holder.connect() as conn:
+        conn.execute(text("SELECT id FROM products WHERE id = :p FOR UPDATE"), {"p": stuck["id"]})
+        started = time.monotonic()
+        body = {"productId": stuck["id"], "action": "move_to_past"}
+        refused = web.post("/api/products/lifecycle", json=body)
+        waited = time.monotonic() - started
+        assert refused.status_code == 503, refused.get_json()
+        assert "did not confirm" in refused.get_json()["error"]
+        assert 0.25 < waited < 5
+        ok = web.post(
+            "/api/products/lifecycle", json={"productId": free["id"], "action": "move_to_past"}
+        )
+        assert ok.status_code == 200
+        conn.rollback()
+    holder.dispose()
+    assert db.session.get(Product, stuck["id"]).state == "ON"

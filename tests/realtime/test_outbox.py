@@ -282,3 +282,39 @@ def test_after_the_database_drops_every_connection_the_next_write_works(
     assert make.action(product["id"], "move_to_past").status_code == 200
     assert make.action(product["id"], "reactivate").status_code == 200
     assert client.get(f"/api/products/lifecycle?productId={product['id']}").status_code == 200
+
+
+def test_a_pooled_connection_left_idle_and_dropped_is_replaced_before_it_is_lent(
+    database_url, backend, app
+):
+    """A connection that sat in the pool (a firewall's or the server's idle timeout may have
+    dropped it) is pinged before it is lent, and a dead one replaced: even /readyz's database
+    check, which nothing retries, passes after every connection was dropped."""
+    if backend == "sqlite":
+        pytest.skip("SQLite has no connections to drop")
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    from app import create_app
+    from config import TestConfig
+
+    idle = create_app(
+        TestConfig, SQLALCHEMY_DATABASE_URI=database_url, DB_PING_AFTER_IDLE_SECONDS=0
+    )
+    web = idle.test_client()
+    assert _database_check(web) == "ok"  # the pool now holds a connection
+    with idle.app_context():
+        admin = create_engine(db.engine.url, poolclass=NullPool)
+    with admin.connect() as conn:
+        conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    admin.dispose()
+    assert _database_check(web) == "ok"
+
+
+def _database_check(web) -> str:
+    return web.get("/readyz").get_json()["checks"]["database"]
