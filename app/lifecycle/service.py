@@ -18,7 +18,7 @@ from datetime import datetime
 from functools import lru_cache
 from types import SimpleNamespace
 
-from flask import current_app
+from flask import current_app, g
 from sqlalchemy import (
     ARRAY,
     Integer,
@@ -306,6 +306,7 @@ def change_state(**change) -> Outcome:
     _target_state(change["action"], change.get("new_state"))
     if roundtrip.together(db.session.get_bind()):
         db.session.rollback()  # hold nothing open while waiting for the group
+        change["request_id"] = g.get("request_id")  # its log line names this request
         outcome, found = _groups().submit(change["product_id"], change)
     else:
         begin_write()
@@ -640,6 +641,7 @@ def _apply(
     new_state: str | None = None,
     actor: str | None = None,
     dispatch: dict | None = None,
+    request_id: str | None = None,
 ) -> tuple[Outcome, dict, list[roundtrip.Statement]]:
     """One state change (see change_state), also giving the product's dispatchable item as it is
     after the change, and the writes left for the caller to send.
@@ -649,7 +651,8 @@ def _apply(
     statements: no ORM objects, and nothing read back after the commit. On PostgreSQL those
     writes are returned, not run: the caller sends them with its next round trip (a group of
     changes: with the commit; a batch: at once), and the Transition's (and the Dispatch's) id
-    was drawn by the locking read. `row`: the product's _locked_rows row, if read already.
+    was drawn by the locking read. `row`: the product's _locked_rows row, if read already;
+    `request_id`: the request the change is made for (its log line names it).
     """
     target = _target_state(action, new_state)
     if row is None:
@@ -711,7 +714,7 @@ def _apply(
         conn.execute(_WRITE_JOB, params)
         conn.execute(_WRITE_PRODUCT, params)
         transition["id"] = conn.execute(_WRITE_TRANSITION, params).scalar_one()
-    audit.note_transition(db.session, transition, product_name=row.name)
+    audit.note_transition(db.session, transition, product_name=row.name, request_id=request_id)
     payload = {
         "productId": row.id,
         "productName": row.name,

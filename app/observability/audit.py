@@ -27,9 +27,14 @@ def _noted(session) -> dict:
     return session.info.setdefault(_KEY, {"transitions": [], "events": []})
 
 
-def note_transition(session, row: dict, *, product_name: str | None = None) -> None:
-    """A Transition row written in `session`'s transaction (by the ORM or by a statement)."""
-    _noted(session)["transitions"].append(
+def note_transition(
+    session, row: dict, *, product_name: str | None = None, request_id: str | None = None
+) -> None:
+    """A Transition row written in `session`'s transaction (by the ORM or by a statement);
+    `request_id`: the request it was made for, where another request's transaction writes it
+    (a group commit's)."""
+    fields = _noted(session)["transitions"]
+    fields.append(
         {
             "transition": row["id"],
             "product": row["product_id"],
@@ -42,6 +47,8 @@ def note_transition(session, row: dict, *, product_name: str | None = None) -> N
             "reason": row["reason"],
         }
     )
+    if request_id is not None:
+        fields[-1]["request_id"] = request_id
 
 
 def note_event(session, type_: str) -> None:

@@ -250,3 +250,24 @@ def test_a_product_locked_elsewhere_gives_a_503_in_time_and_others_go_on(
         conn.rollback()
     holder.dispose()
     assert db.session.get(Product, stuck["id"]).state == "ON"
+
+
+def test_each_change_of_a_group_is_logged_for_its_own_request(app, make, db, backend, caplog):
+    """The leader writes the whole group, but each transition's log line names the request
+    that asked for it, so an operator can follow one request to its transition."""
+    if backend == "sqlite":
+        pytest.skip("changes are written in groups on PostgreSQL")
+    import logging
+
+    from app.lifecycle import service
+
+    products = [make.live_product()[0]["id"] for _ in range(2)]
+    db.session.remove()
+    changes = [
+        {"product_id": p, "action": "move_to_past", "actor": "t", "request_id": f"req-{p}"}
+        for p in products
+    ]
+    with caplog.at_level(logging.INFO, logger="trackopz.transitions"), app.app_context():
+        service._change_group(changes)
+    logged = {r.product: r.request_id for r in caplog.records if r.name == "trackopz.transitions"}
+    assert logged == {p: f"req-{p}" for p in products}
