@@ -271,3 +271,23 @@ def test_each_change_of_a_group_is_logged_for_its_own_request(app, make, db, bac
         service._change_group(changes)
     logged = {r.product: r.request_id for r in caplog.records if r.name == "trackopz.transitions"}
     assert logged == {p: f"req-{p}" for p in products}
+
+
+def test_the_followers_of_a_killed_leader_get_a_503():
+    """A follower whose change was in the killed leader's group cannot know whether it was
+    written: its request answers 503 (LeaderLost), not a dropped connection."""
+    from app.common.groups import LeaderLost
+
+    run = Recorder()
+
+    def killed(changes):
+        if changes == ["b", "c"]:
+            raise KeyboardInterrupt  # a BaseException, as GreenletExit is
+        return run(changes)
+
+    group = GroupCommit(killed)
+    answers = submit_all(group, run, (1, "a"), [(2, "b"), (3, "c")])
+    assert answers["a"] == "A"
+    assert isinstance(answers["b"], KeyboardInterrupt)  # the leader: what stopped it
+    assert isinstance(answers["c"], LeaderLost) and answers["c"].status == 503
+    assert group.submit(4, "d") == "D"
