@@ -146,7 +146,7 @@ def test_changes_written_together_are_announced_one_after_the_other(app, make, d
     from app.models import Event
 
     machine = make.machine()
-    live, past = make.product(), make.product()
+    past, live = make.product(), make.product()  # ids the other way round from the changes
     make.job(past["id"], machine["id"])
     assert make.action(past["id"], "move_to_past").status_code == 200
     make.job(live["id"], machine["id"])
@@ -164,6 +164,8 @@ def test_changes_written_together_are_announced_one_after_the_other(app, make, d
         )
     assert [type(r).__name__ for r in results] == ["tuple", "NotFound", "tuple"]
     assert [r[0].new_state for r in (results[0], results[2])] == ["OFF", "ON"]
+    # the audit trail's ids run in the order the changes came, as their events do
+    assert results[0][0].transition["id"] < results[2][0].transition["id"]
 
     events = db.session.execute(
         select(Event.type, Event.payload).where(Event.id > before).order_by(Event.id)
