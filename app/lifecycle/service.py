@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections import namedtuple
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -82,7 +81,7 @@ class Outcome:
     transition: dict  # as reads.transition_dict gives it
     timestamp: datetime
     dispatch: dict | None = None  # as the API shows a dispatch
-    lifecycle: dict | None = None  # reads.lifecycle, read before the commit (change_state only)
+    lifecycle: dict | None = None  # reads.lifecycle, read with the commit (change_state only)
 
 
 # --- transactions and locks -------------------------------------------------------------------
@@ -307,7 +306,7 @@ def change_state(**change) -> Outcome:
     if roundtrip.together(db.session.get_bind()):
         db.session.rollback()  # hold nothing open while waiting for the group
         change["request_id"] = g.get("request_id")  # its log line names this request
-        outcome, found = _groups().submit(change["product_id"], change)
+        outcome, found = current_app.extensions[_GROUPS].submit(change["product_id"], change)
     else:
         begin_write()
         outcome, item, _ = _apply(**change)  # elsewhere than PostgreSQL: written already
@@ -317,16 +316,12 @@ def change_state(**change) -> Outcome:
     return replace(outcome, lifecycle=reads.lifecycle_from(*found, outcome.product["id"]))
 
 
-_GROUPS_LOCK = threading.Lock()
+def init_app(app) -> None:
+    """The app's group commit of transitions (see change_state); one per app and process."""
+    app.extensions[_GROUPS] = GroupCommit(_change_group, after=outbox.publish_held)
 
 
-def _groups() -> GroupCommit:
-    with _GROUPS_LOCK:
-        groups = current_app.extensions.get("lifecycle_groups")
-        if groups is None:
-            groups = GroupCommit(_change_group, after=outbox.publish_held)
-            current_app.extensions["lifecycle_groups"] = groups
-    return groups
+_GROUPS = "lifecycle_groups"
 
 
 def _change_group(changes: list[dict]) -> list[tuple[Outcome, list] | Exception]:
