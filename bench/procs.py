@@ -52,6 +52,19 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
+def pids_of(prefix: str) -> list[int]:
+    """Processes whose command line starts with `prefix` (PostgreSQL's are "postgres: ...")."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes().startswith(prefix.encode()):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
 class CpuMeter:
     """CPU seconds of a fixed set of processes between start() and stop()."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import time
 from collections import Counter
@@ -367,23 +368,25 @@ def _closed_loop(ctx, server, http, cl, w: int, seconds: float, pool: list[int])
         f.start_id = start_id
 
     async def run():
-        async with common.session(http, limit=w + 2) as s:
-            deadline = time.monotonic() + seconds
+        deadline = time.monotonic() + seconds
 
-            async def writer(f):
+        async def writer(f):
+            async with common.Keepalive(http) as conn:
                 i = 0
                 while time.monotonic() < deadline:
-                    await f.fire(s, f.order[i % len(f.order)])
+                    await f.fire(conn, f.order[i % len(f.order)])
                     i += 1
 
-            t0 = time.monotonic()
-            await asyncio.gather(*(writer(f) for f in firers))
-            return time.monotonic() - t0
+        t0 = time.monotonic()
+        await asyncio.gather(*(writer(f) for f in firers))
+        return time.monotonic() - t0
 
     srv = procs.CpuMeter(server.pids()).start()
+    pg = procs.CpuMeter(procs.pids_of("postgres: ")).start()
+    gen = procs.CpuMeter([os.getpid(), *cl.pids]).start()
     with profiled(ctx, server, f"writes-{w}", seconds):
-        elapsed = asyncio.run(run())
-    srv_cpu = srv.stop()
+        elapsed = common.run_fast(run())
+    srv_cpu, pg_cpu, gen_cpu = srv.stop(), pg.stop(), gen.stop()
     lats = [x for f in firers for x in f.latencies]
     errors: Counter = Counter()
     for f in firers:
@@ -403,12 +406,16 @@ def _closed_loop(ctx, server, http, cl, w: int, seconds: float, pool: list[int])
         "latency": common.summary_ms(lats),
         "errors": dict(errors),
         "serverCpuPerTransitionMs": round(srv_cpu / max(1, len(lats)) * 1000, 2),
+        "postgresCpuPerTransitionMs": round(pg_cpu / max(1, len(lats)) * 1000, 2),
+        # The writers, and the 10 listeners' process.
+        "genCpuPerTransitionMs": round(gen_cpu / max(1, len(lats)) * 1000, 2),
         "listeners": {"allReached": reach["ok"], **d},
     }
     log(
         f"writes w={w}: {res['perSecond']}/s p50 {res['latency']['p50']} ms "
         f"p99 {res['latency']['p99']} ms, errors {dict(errors)}, listeners lost {d['lost']} "
-        f"dup {d['duplicated']}"
+        f"dup {d['duplicated']}; CPU ms/transition: server {res['serverCpuPerTransitionMs']}, "
+        f"postgres {res['postgresCpuPerTransitionMs']}, generator {res['genCpuPerTransitionMs']}"
     )
     return res
 
