@@ -25,14 +25,15 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 import psycopg
-from sqlalchemy import Connection, exc
+from sqlalchemy import Connection, Engine, exc
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql import Executable
 
 Statement = tuple[Executable, dict]
 
 
-def together(conn: Connection) -> bool:
-    """Whether `send` works on this connection."""
+def together(conn: Connection | Engine) -> bool:
+    """Whether `send` works on this connection (or this engine's)."""
     return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg"
 
 
@@ -65,7 +66,7 @@ def send(
     quoting = psycopg.ClientCursor(raw)
     parts = []
     for stmt, params in statements:
-        compiled = _compiled(stmt, conn.dialect)
+        compiled = compile_once(stmt, conn.dialect)
         parts.append(quoting.mogrify(compiled.string, compiled.construct_params(params)))
     if begin:
         parts.insert(0, "BEGIN")
@@ -83,13 +84,33 @@ def send(
             cursor.nextset()
         return results
     except psycopg.Error as err:
-        if conn.dialect.is_disconnect(err, raw, cursor):
-            conn.invalidate(err)
-        raise exc.DBAPIError.instance(sql, None, err, psycopg.Error, dialect=conn.dialect) from err
+        raise wrapped(err, sql, conn.engine, conn.connection, conn) from err
     finally:
         cursor.close()
 
 
 @lru_cache(maxsize=256)
-def _compiled(stmt: Executable, dialect):
+def compile_once(stmt: Executable, dialect):
+    """`stmt` compiled for `dialect`, once: for statements built once (module level)."""
     return stmt.compile(dialect=dialect)
+
+
+def wrapped(
+    err: psycopg.Error, sql: str, engine: Engine, pooled: PoolProxiedConnection, conn=None
+) -> exc.DBAPIError:
+    """psycopg's `err`, met running `sql` past SQLAlchemy on the pooled connection `pooled` (held
+    by the Connection `conn`, if any), as SQLAlchemy's exception for it.
+
+    A lost connection is handled as SQLAlchemy handles one it detects itself: it is invalidated,
+    and so is every connection the pool made before it (they are replaced when next checked
+    out: after a database restart all of them are dead), and the exception says so
+    (`connection_invalidated`), which on_a_live_connection goes by. The pool's `_invalidate` is
+    what SQLAlchemy calls for that; it has no public name.
+    """
+    lost = engine.dialect.is_disconnect(err, pooled.driver_connection, None)
+    if lost:
+        engine.pool._invalidate(pooled, err, _checkin=False)
+        (conn or pooled).invalidate(err)
+    return exc.DBAPIError.instance(
+        sql, None, err, psycopg.Error, connection_invalidated=lost, dialect=engine.dialect
+    )

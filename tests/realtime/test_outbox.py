@@ -284,6 +284,35 @@ def test_after_the_database_drops_every_connection_the_next_write_works(
     assert client.get(f"/api/products/lifecycle?productId={product['id']}").status_code == 200
 
 
+def test_a_write_whose_connection_died_alone_is_sent_again_on_a_new_one(app, make, db, backend):
+    """The sign-in's read gets a live connection and the transition's first round trip a dead
+    one (dropped alone: a proxy's idle timeout, a killed backend). Nothing of that round trip
+    ran, so it is sent again on a new connection, and the user gets their 200."""
+    if backend == "sqlite":
+        pytest.skip("SQLite has no connections to drop")
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    product, _, _ = make.live_product()
+    db.session.remove()
+    db.engine.dispose()
+    # The pool lends its connections oldest-returned first: the sign-in gets `first`, and the
+    # transition, which checks one out while the sign-in's is back in the pool, gets `second`.
+    first, second = db.engine.raw_connection(), db.engine.raw_connection()
+    doomed = second.driver_connection.info.backend_pid
+    first.close()
+    second.close()
+    admin = create_engine(db.engine.url, poolclass=NullPool)
+    with admin.connect() as conn:
+        conn.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": doomed})
+    admin.dispose()
+    answer = make.action(product["id"], "move_to_past")
+    assert answer.status_code == 200, answer.get_json()
+    assert [t["action"] for t in answer.get_json()["lifecycle"]["transitions"]][-1:] == [
+        "move_to_past"
+    ]
+
+
 def test_a_pooled_connection_left_idle_and_dropped_is_replaced_before_it_is_lent(
     database_url, backend, app
 ):
