@@ -19,6 +19,9 @@ def create_app(config_class: type[Config] = Config, **overrides) -> Flask:
         from config import secret_key
 
         app.config["SECRET_KEY"] = secret_key()
+    from app.common.jsonprovider import OrjsonProvider
+
+    app.json = OrjsonProvider(app)
     app.json.sort_keys = False
     if app.config["TRUSTED_PROXIES"]:
         from werkzeug.middleware.proxy_fix import ProxyFix
