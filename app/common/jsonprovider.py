@@ -21,17 +21,24 @@ class OrjsonProvider(DefaultJSONProvider):
     def dumps(self, obj, **kwargs) -> str:
         if kwargs:  # indent, sort_keys, ...: what only json.dumps does
             return super().dumps(obj, **kwargs)
-        return orjson.dumps(obj, default=self.default, option=self._options()).decode()
+        body = self._orjson(obj, 0)
+        return body.decode() if body is not None else super().dumps(obj)
 
     def response(self, *args, **kwargs):
         """As Flask's, minus a str made and encoded again: orjson's bytes go out as they are."""
         obj = self._prepare_response_obj(args, kwargs)
-        if self.compact is False or (self.compact is None and self._app.debug):
+        body = None
+        if self.compact is not False and not (self.compact is None and self._app.debug):
+            body = self._orjson(obj, orjson.OPT_APPEND_NEWLINE)
+        if body is None:
             return super().response(obj)
-        body = orjson.dumps(
-            obj, default=self.default, option=self._options() | orjson.OPT_APPEND_NEWLINE
-        )
         return self._app.response_class(body, mimetype=self.mimetype)
 
-    def _options(self) -> int:
-        return _OPTIONS | orjson.OPT_SORT_KEYS if self.sort_keys else _OPTIONS
+    def _orjson(self, obj, options: int) -> bytes | None:
+        """orjson's JSON of `obj`, or None for what only json.dumps writes: a string with a lone
+        surrogate (JSON can escape one; UTF-8 cannot hold it), an integer wider than 64 bits."""
+        options |= _OPTIONS | (orjson.OPT_SORT_KEYS if self.sort_keys else 0)
+        try:
+            return orjson.dumps(obj, default=self.default, option=options)
+        except TypeError:
+            return None
