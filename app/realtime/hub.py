@@ -16,6 +16,7 @@ import os
 import socket
 import time
 from collections import deque
+from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ OUTAGE_POLL_SECONDS = 2.0
 # How long a later event waits for a smaller id's publish before the table is asked for it.
 # Writers publish after their commits, in whatever order their greenlets get to it.
 GAP_GRACE_SECONDS = 0.05
+MESSAGES_AT_ONCE = 500  # read from the channel at once, and sent to each client in one write
 
 
 def frame(event_id: int, body: str | bytes) -> bytes:
@@ -50,7 +52,7 @@ class Client:
     written): the request is over for gunicorn and the hub holds the socket itself. Each event's
     chunk is sent with one non-blocking `send` from the hub's loop; what a full socket buffer
     does not take waits in `rest` and `backlog` and goes out when a write watcher says the
-    socket can take more; past `bound` events the client is let go. A read watcher notices a
+    socket can take more; past `bound` events waiting the client is let go. A read watcher notices a
     hang-up, the hub's tender sends the keepalives. No greenlet, no request and no response
     object stays behind per idle stream.
     """
@@ -66,6 +68,7 @@ class Client:
         "cursor",
         "rest",
         "backlog",
+        "waiting",
         "send",
         "wrote",
         "reader",
@@ -87,6 +90,7 @@ class Client:
         self.cursor = 0  # owned: the newest event id sent or waiting in `rest`/`backlog`
         self.rest = b""  # owned: the unsent end of what was last sent
         self.backlog: list[bytes] = []  # owned: chunks waiting behind `rest`
+        self.waiting = 0  # owned: how many events the backlog holds
         self.send = None
         self.wrote = 0.0  # owned: when something was last sent (for keepalives)
         self.reader = None  # notices a hang-up at once, even when nothing is being sent
@@ -139,15 +143,17 @@ class Client:
         self.wakeup.set()
         return True
 
-    def push_chunk(self, event_id: int, data: bytes, now: float) -> bool:
-        """Owned: send the chunk `data` now, or queue it behind what is still unsent."""
+    def push_chunk(self, event_id: int, data: bytes, now: float, events: int = 1) -> bool:
+        """Owned: send the chunk `data` (`events` events, up to `event_id`) now, or queue it
+        behind what is still unsent."""
         if self.closed:
             return False
         if self.rest:
-            if len(self.backlog) >= self.bound:
+            if self.waiting + events > self.bound:
                 self.close("fell behind")
                 return False
             self.backlog.append(data)
+            self.waiting += events
             self.cursor = event_id
             return True
         self.cursor = event_id
@@ -172,6 +178,7 @@ class Client:
         data = b"".join([self.rest, *self.backlog]) if self.backlog else self.rest
         self.rest = b""
         self.backlog.clear()
+        self.waiting = 0
         if self._send(data, time.monotonic()) and not self.rest:
             self.writer.stop()
 
@@ -280,6 +287,7 @@ class Hub:
         self._early: dict[int, bytes] = {}  # frames of events that came before a smaller id
         self._gap_since = 0.0  # when the oldest of them came
         self._gap_timer = None  # when the table is asked for what _early waits for
+        self._batch: list[tuple[int, bytes]] | None = None  # see _batched()
 
     def init_app(self, app) -> None:
         self.stop()
@@ -492,20 +500,22 @@ class Hub:
 
     def on_messages(self, messages: list[tuple[int, str]]) -> None:
         """Committed events from this process's own writers (the in-process broker)."""
-        with self._lock_ctx():
+        with self._lock_ctx(), self._batched():
             for event_id, body in messages:
                 self._accept(event_id, frame(event_id, body))
 
-    def on_raw(self, raw: bytes) -> None:
-        """A committed event from the channel: `id|json`."""
-        head, _, body = raw.partition(b"|")
-        try:
-            event_id = int(head)
-        except ValueError:
-            log.warning("ignored a malformed message on the channel")
-            return
-        with self._lock_ctx():
-            self._accept(event_id, frame(event_id, body))
+    def on_raw(self, *raws: bytes) -> None:
+        """Committed events from the channel, each `id|json`: as many as came together, and
+        each client gets them in one write."""
+        with self._lock_ctx(), self._batched():
+            for raw in raws:
+                head, _, body = raw.partition(b"|")
+                try:
+                    event_id = int(head)
+                except ValueError:
+                    log.warning("ignored a malformed message on the channel")
+                    continue
+                self._accept(event_id, frame(event_id, body))
 
     def _accept(self, event_id: int, data: bytes) -> None:
         """Deliver events in id order, each once (ids at or below the last one are repeats).
@@ -588,8 +598,9 @@ class Hub:
                     rows = db.session.execute(stmt.order_by(Event.id).limit(FILL_BATCH)).all()
                 finally:
                     db.session.remove()
-            for event_id, type_, payload, created_at in rows:
-                self._deliver(event_id, frame(event_id, event_json(type_, payload, created_at)))
+            with self._batched():
+                for event_id, type_, payload, created_at in rows:
+                    self._deliver(event_id, frame(event_id, event_json(type_, payload, created_at)))
             filled = filled or bool(rows)
             if len(rows) < FILL_BATCH:
                 break
@@ -598,18 +609,48 @@ class Hub:
         if self._early:
             self._release_early()
 
+    @contextmanager
+    def _batched(self):
+        """Events delivered inside this block reach each client in one write when it ends: the
+        events of one commit (a transaction's three, a group's dozen) cost each owned
+        connection one `send`, not one each. Nested blocks join the outer one."""
+        if self._batch is not None:
+            yield
+            return
+        self._batch = []
+        try:
+            yield
+        finally:
+            batch, self._batch = self._batch, None
+            if batch:
+                self._send_out(batch)
+
     def _deliver(self, event_id: int, data: bytes) -> None:
         self.last_id = event_id
         self.window.append((event_id, data))
+        if self._batch is not None:
+            self._batch.append((event_id, data))
+        else:
+            self._send_out([(event_id, data)])
+
+    def _send_out(self, events: list[tuple[int, bytes]]) -> None:
+        """`events` (consecutive, in id order) to every client that has not had them."""
+        first, last = events[0][0], events[-1][0]
         dropped = 0
         gone = False
-        framed = chunk(data)  # once per worker, for every owned connection
+        framed = chunk(b"".join(data for _, data in events))  # once per worker
         now = time.monotonic()
         for client in list(self.clients):
             if client.owned:
-                if event_id <= client.cursor or client.push_chunk(event_id, framed, now):
+                if client.cursor >= last:
                     continue
-            elif client.push(event_id, data):
+                if client.cursor >= first:  # it was given the first of them another way
+                    later = [data for i, data in events if i > client.cursor]
+                    if client.push_chunk(last, chunk(b"".join(later)), now, len(later)):
+                        continue
+                elif client.push_chunk(last, framed, now, len(events)):
+                    continue
+            elif all(client.push(event_id, data) for event_id, data in events):
                 continue
             self.clients.discard(client)
             dropped += client.reason == "fell behind"
@@ -617,7 +658,7 @@ class Hub:
         self.dropped_slow += dropped
         if gone:
             self._count_changed()
-        self.delivered_total += len(self.clients)
+        self.delivered_total += len(self.clients) * len(events)
 
     # --- redis --------------------------------------------------------------------------------
 
@@ -661,7 +702,7 @@ class Hub:
                         pubsub.ping()  # a dead connection shows up here, not in silence
                         continue
                     if message["type"] == "message":
-                        self.on_raw(message["data"])
+                        self.on_raw(message["data"], *self._more_messages(pubsub))
             except (redis.RedisError, OSError) as err:
                 if self.subscribed:
                     log.warning("redis subscription lost (%s); reconnecting", err)
@@ -682,6 +723,19 @@ class Hub:
             self._poll_table()
             gevent.sleep(delay)
             delay = min(delay * 2, OUTAGE_POLL_SECONDS)
+
+    @staticmethod
+    def _more_messages(pubsub) -> list[bytes]:
+        """The messages that are here already, behind one just read: what one commit, or
+        several, published together (at most MESSAGES_AT_ONCE)."""
+        more = []
+        while len(more) < MESSAGES_AT_ONCE:
+            message = pubsub.get_message(timeout=0)
+            if message is None:
+                break
+            if message["type"] == "message":
+                more.append(message["data"])
+        return more
 
     def _poll_table(self) -> None:
         try:

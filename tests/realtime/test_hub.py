@@ -235,3 +235,33 @@ def test_an_owned_connection_whose_peer_takes_nothing_is_let_go_with_no_events_f
     finally:
         peer.close()
         hub.stop()
+
+
+def test_events_that_come_together_reach_each_owned_connection_in_one_chunk_each_once(app):
+    """A commit's events (a transition's three, a group's dozen) arrive on the channel
+    together: each owned stream gets them in one HTTP chunk, and a stream that already had the
+    first of them (its replay covered them) gets only the rest."""
+    import socket
+
+    from app.auth.streams import Lease
+
+    base = hub.last_id
+    raws = [b'%d|{"type":"t","data":{"n":%d}}' % (base + n, n) for n in (1, 2, 3)]
+    frames = [hub_module.frame(base + n, raw.partition(b"|")[2]) for n, raw in enumerate(raws, 1)]
+    peers = []
+    for cursor in (base, base + 2):
+        ours, peer = socket.socketpair()
+        peer.setblocking(False)
+        peers.append(peer)
+        hub.adopt(hub.register(), ours.detach(), cursor, Lease(None, None, "", shared=False))
+    try:
+        hub.on_raw(*raws)
+        everything = hub_module.chunk(b"".join(frames))
+        assert _read_until(peers[0], lambda got: len(got) >= len(everything)) == everything
+        rest = hub_module.chunk(frames[2])
+        assert _read_until(peers[1], lambda got: len(got) >= len(rest)) == rest
+        assert hub.last_id == base + 3
+    finally:
+        for peer in peers:
+            peer.close()
+        hub.stop()
