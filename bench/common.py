@@ -210,7 +210,7 @@ class TrackopzFirer:
                 return p
         return self.order[self._i % len(self.order)]
 
-    async def fire(self, s: aiohttp.ClientSession, product: int | None = None) -> None:
+    async def fire(self, s: aiohttp.ClientSession | Keepalive, product: int | None = None) -> None:
         p = product if product is not None else self._next_product()
         action = "move_to_past" if self.state.get(p) == "ON" else "reactivate"
         t0 = time.monotonic()
