@@ -49,12 +49,12 @@ class Client:
     appends frames to `pending` and wakes the stream's greenlet, which writes them.
 
     Owned (`adopt`, a plain HTTP/1.1 connection under gunicorn, once its first message is
-    written): the request is over for gunicorn and the hub holds the socket itself. Each event's
-    chunk is sent with one non-blocking `send` from the hub's loop; what a full socket buffer
-    does not take waits in `rest` and `backlog` and goes out when a write watcher says the
-    socket can take more; past `bound` events waiting the client is let go. A read watcher notices a
-    hang-up, the hub's tender sends the keepalives. No greenlet, no request and no response
-    object stays behind per idle stream.
+    written): the request is over for gunicorn and the hub holds the socket itself. The chunk
+    of the events that came together is sent with one non-blocking `send` from the hub's loop;
+    what a full socket buffer does not take waits in `rest` and `backlog` and goes out when a
+    write watcher says the socket can take more; past `bound` events waiting the client is let
+    go. A read watcher notices a hang-up, the hub's tender sends the keepalives. No greenlet, no
+    request and no response object stays behind per idle stream.
     """
 
     __slots__ = (
