@@ -67,8 +67,8 @@ def _profiles(profiles: list[dict]) -> str:
 
 def _reads(res: dict) -> str:
     rows = [
-        "| products | endpoint | bytes | p50 ms | p95 ms | p99 ms | max ms | 304: p50 ms | 304: p99 ms |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| products | endpoint | bytes | p50 ms | p95 ms | p99 ms | max ms | after a change: p50 ms | p95 ms | p99 ms | 304: p50 ms | 304: p99 ms |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     verdict = None
     for size, r in sorted(res["sizes"].items(), key=lambda kv: int(kv[0])):
@@ -78,18 +78,28 @@ def _reads(res: dict) -> str:
             ("dashboard", "GET /api/dashboard/status"),
         ):
             a, b = r[ep], r[ep + "304"]
+            c = r.get(ep + "Changed") or dict.fromkeys(("p50", "p95", "p99"), "–")
             rows.append(
                 f"| {int(size):,} ({_f(ds.get('live'))} live) | `{path}` | {_f(a['bytes'])} | "
-                f"{a['p50']} | {a['p95']} | {a['p99']} | {a['max']} | {b['p50']} | {b['p99']} |"
+                f"{a['p50']} | {a['p95']} | {a['p99']} | {a['max']} | "
+                f"{c['p50']} | {c['p95']} | {c['p99']} | {b['p50']} | {b['p99']} |"
             )
         if int(size) >= 100000:
-            verdict = all(r[ep]["p95"] < 50 for ep in ("dispatchable", "dashboard"))
+            judged = [r[ep] for ep in ("dispatchable", "dashboard")]
+            judged += [
+                r[ep + "Changed"] for ep in ("dispatchable", "dashboard") if ep + "Changed" in r
+            ]
+            verdict = all(x["p95"] < 50 for x in judged)
     n = next(iter(res["sizes"].values()))["dispatchable"]["n"]
     return (
         "\n".join(rows)
-        + f"\n\n{n} sequential requests per row over one keep-alive connection, after 10 "
-        "warm-up requests; the 304 columns send the ETag back in If-None-Match.\n\n"
-        f"Target (issue 2/7): both under 50 ms at 100,000 products (judged on p95): {_ok(verdict)}."
+        + f"\n\n{n} sequential requests per column group over one keep-alive connection, after 10 "
+        "warm-up requests. The first columns repeat the same GET: its worker builds an answer "
+        "once per ETag and shares it. The 'after a change' columns GET right after logging one "
+        "unit of output on a live job (an event, a new ETag), so each builds its answer; the 304 "
+        "columns send the ETag back in If-None-Match.\n\n"
+        "Target (issue 2/7): both under 50 ms at 100,000 products (judged on p95, repeated and "
+        f"after a change): {_ok(verdict)}."
     )
 
 

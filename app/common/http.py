@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections.abc import Callable
 from datetime import timedelta
+from typing import TypeVar
 
 from flask import Flask, Response, current_app, g, request
 from sqlalchemy import Select, delete
@@ -117,6 +120,42 @@ def not_modified(etag: str) -> Response | None:
         response.set_etag(etag)
         return response
     return None
+
+
+T = TypeVar("T")
+
+
+class _Latest:
+    """The newest answer built and the ETag it was built for, as one pair."""
+
+    __slots__ = ("lock", "entry")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # gevent's, in a gevent worker: it blocks a greenlet only
+        self.entry: tuple[str, object] | None = None
+
+
+def shared_for_etag(name: str, etag: str, build: Callable[[], T]) -> T:
+    """`build()`'s answer for `etag`, built once and shared by this worker's requests while the
+    ETag stays the same.
+
+    An ETag here is read from the database and names the state an answer depends on (the last
+    event's id, and what changes without an event): the same ETag, the same answer, which is
+    what a 304 already relies on. After an event every open workpanel and dashboard asks again
+    within a few hundred milliseconds; they now wait for one build per worker instead of each
+    making its own. Only the newest ETag is kept. An answer may be newer than its ETag (an
+    event committed between the two reads), never older.
+    """
+    slots = current_app.extensions.setdefault("trackopz_shared_answers", {})
+    slot = slots.get(name) or slots.setdefault(name, _Latest())
+    entry = slot.entry
+    if entry is not None and entry[0] == etag:
+        return entry[1]
+    with slot.lock:
+        entry = slot.entry
+        if entry is None or entry[0] != etag:
+            entry = slot.entry = (etag, build())
+        return entry[1]
 
 
 def with_etag(body: dict | str, etag: str) -> Response:

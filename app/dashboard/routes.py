@@ -1,6 +1,6 @@
 from marshmallow import EXCLUDE, fields, validate
 
-from app.common.http import not_modified, with_etag
+from app.common.http import not_modified, shared_for_etag, with_etag
 from app.common.schemas import CamelSchema
 from app.dashboard import bp, service
 
@@ -37,7 +37,8 @@ def status():
     cached = not_modified(etag)
     if cached is not None:
         return cached
-    return with_etag({"success": True, "dashboard": service.status()}, etag)
+    figures = shared_for_etag("dashboard", etag, service.figures)
+    return with_etag({"success": True, "dashboard": service.with_now(figures)}, etag)
 
 
 @bp.get("/dashboard/daily")

@@ -150,8 +150,16 @@ def _product_counts() -> tuple[int, int, int]:
     return total, live, total - live - unstarted
 
 
-def status() -> dict:
-    """Counters, live and past products, the machine board and recent activity."""
+def with_now(figures: dict) -> dict:
+    """`figures` with what changes without an event: the stream clients connected now, and the
+    time of the answer."""
+    realtime = {"connectedClients": hub.connected_clients(), **figures["realtime"]}
+    return {**figures, "realtime": realtime, "lastUpdated": iso(utcnow())}
+
+
+def figures() -> dict:
+    """Counters, live and past products, the machine board and recent activity: what the
+    dashboard's ETag names (etag()), so the route shares them while it holds."""
     today = _start_of_today()
     total, live_count, past_count = _product_counts()
     machine_counts = dict(
@@ -195,8 +203,7 @@ def status() -> dict:
         "recentActivity": [
             {**transition_dict(t), "productName": names.get(t.product_id)} for t in recent
         ],
-        "realtime": {"connectedClients": hub.connected_clients(), "lastEventId": last_event_id()},
-        "lastUpdated": iso(utcnow()),
+        "realtime": {"lastEventId": last_event_id()},
     }
 
 

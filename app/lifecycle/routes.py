@@ -2,7 +2,7 @@ from flask import jsonify
 
 from app.auth.guard import require_role, requires
 from app.common.blueprint import current_actor
-from app.common.http import not_modified, with_etag
+from app.common.http import not_modified, shared_for_etag, with_etag
 from app.common.schemas import iso
 from app.lifecycle import bp, reads, service
 from app.lifecycle.schemas import (
@@ -63,9 +63,12 @@ def dispatchable():
     cached = not_modified(etag)
     if cached is not None:
         return cached
+    return with_etag(shared_for_etag("dispatchable", etag, _dispatchable_body), etag)
+
+
+def _dispatchable_body() -> str:
     items, count = service.dispatchable_json()
-    body = f'{{"success":true,"dispatchableProducts":{items},"count":{count}}}'
-    return with_etag(body, etag)
+    return f'{{"success":true,"dispatchableProducts":{items},"count":{count}}}'
 
 
 @bp.post("/live-products/dispatchable")

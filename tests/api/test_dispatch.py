@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+from contextlib import contextmanager
+from datetime import datetime
 
+import pytest
+from sqlalchemy import event
+
+from app import create_app
+from app.extensions import db
+from config import TestConfig
 from tests.api.conftest import assert_error, is_iso_z, ok
 
 ITEM_FIELDS = {
@@ -137,16 +144,62 @@ def assert_not_modified(client, url, etag, *, sent=None):
     assert response.headers["ETag"] == etag
 
 
-def assert_changed(client, url, etag) -> str:
+def assert_changed(client, url, etag, *, cold=None) -> str:
+    """A 200 with a new ETag; with `cold`, the same answer a worker that never answered gives."""
     response = client.get(url, headers={"If-None-Match": etag})
     assert response.status_code == 200, "the ETag did not change"
     assert response.headers["ETag"] != etag
     assert response.get_json()["success"] is True
+    if cold is not None:
+        assert comparable(response) == comparable(cold(url)), "a stale shared answer"
     return response.headers["ETag"]
 
 
+def comparable(response) -> dict:
+    """The answer without the time it was given at."""
+    body = response.get_json()
+    body.get("dashboard", {}).pop("lastUpdated", None)
+    return body
+
+
+@pytest.fixture
+def cold(app, client):
+    """GET as a worker that has answered nothing yet: a new app on the same database."""
+
+    def get(url: str):
+        other = create_app(TestConfig, SQLALCHEMY_DATABASE_URI=app.extensions["tests_url"])
+        try:
+            fresh = other.test_client()
+            fresh.environ_base.update(client.environ_base)  # the same bearer token
+            response = fresh.get(url)
+            assert response.status_code == 200, response.get_data(as_text=True)[:300]
+            return response
+        finally:
+            with other.app_context():
+                db.engine.dispose()
+
+    return get
+
+
+@contextmanager
+def statements(app):
+    """The SQL statements the app's engine runs inside the block."""
+    seen: list[str] = []
+
+    def note(conn, cursor, statement, *args):
+        seen.append(statement)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+
+
 @pytest.mark.parametrize("url", [URL, "/api/dashboard/status"])
-def test_etag_answers_304_until_something_changes(client, make, url):
+def test_etag_answers_304_until_something_changes(client, make, url, cold):
     product, machine, job = make.live_product()
     etag = etag_of(client, url)
     assert_not_modified(client, url, etag)
@@ -174,26 +227,56 @@ def test_etag_answers_304_until_something_changes(client, make, url):
         response = change()
         assert response.status_code < 300, (label, response.get_json())
         try:
-            etag = assert_changed(client, url, etag)
+            etag = assert_changed(client, url, etag, cold=cold)
         except AssertionError as err:
             raise AssertionError(f"after {label}: {err}") from None
         assert_not_modified(client, url, etag)
 
 
-def test_dashboard_etag_follows_catalogue_changes_that_send_no_event(client, make):
+@pytest.mark.parametrize("url", [URL, "/api/dashboard/status"])
+def test_an_unchanged_answer_is_built_once_and_shared(app, client, make, clock, url):
+    """After an event every open page asks again: while the ETag holds, a worker answers them
+    all from one build, so a repeat 200 runs only the ETag's statements, as a 304 does. The
+    time and the stream clients in the dashboard are the answer's own."""
+    clock.set(datetime(2030, 6, 15, 9, 0))
+    make.live_product()
+    first = client.get(url)
+    assert first.status_code == 200
+    etag = first.headers["ETag"]
+    clock.advance(minutes=5)
+    ok(client.get("/api/me"))  # the token's last use is noted now, not in what is compared
+    with statements(app) as for_304:
+        assert_not_modified(client, url, etag)
+    with statements(app) as for_repeat:
+        again = client.get(url)
+    assert again.status_code == 200 and again.headers["ETag"] == etag
+    assert for_repeat == for_304
+    assert comparable(again) == comparable(first)
+    if "dashboard" in again.get_json():
+        assert again.get_json()["dashboard"]["lastUpdated"] == "2030-06-15T09:05:00.000Z"
+
+
+def test_dashboard_etag_follows_catalogue_changes_that_send_no_event(client, make, cold, clock):
     url = "/api/dashboard/status"
     machine = make.machine(name="Grinding")  # idle: renaming it touches no live product
     etag = etag_of(client, url)
     make.product()
-    etag = assert_changed(client, url, etag)
+    etag = assert_changed(client, url, etag, cold=cold)
     make.machine()
-    etag = assert_changed(client, url, etag)
+    etag = assert_changed(client, url, etag, cold=cold)
     ok(client.patch(f"/api/machines/{machine['id']}", json={"name": "Grinding 2"}))
-    etag = assert_changed(client, url, etag)
+    etag = assert_changed(client, url, etag, cold=cold)
     board = ok(client.get(url))["dashboard"]["machineStatus"]
     assert "Grinding 2" in [m["name"] for m in board]
     ok(client.patch(f"/api/machines/{machine['id']}", json={"status": "maintenance"}))
-    assert_changed(client, url, etag)
+    etag = assert_changed(client, url, etag, cold=cold)
+    clock.set(datetime(2030, 6, 15, 23, 50))
+    make.live_product()
+    etag = etag_of(client, url)
+    assert ok(client.get(url))["dashboard"]["stats"]["transitionsToday"] == 1
+    clock.advance(minutes=15)  # midnight passed: today's counts start again, with no event
+    assert_changed(client, url, etag, cold=cold)
+    assert ok(client.get(url))["dashboard"]["stats"]["transitionsToday"] == 0
 
 
 def test_a_failed_write_keeps_the_etag(client, make):
