@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 from app.common.schemas import iso
 from app.extensions import db, hub
 from app.lifecycle.reads import transition_dict
-from app.lifecycle.service import dispatchable_rows, last_event_id
-from app.models import OFF, ON, Dispatch, Job, Machine, Product, Transition, utcnow
+from app.lifecycle.service import dispatchable_rows
+from app.models import OFF, ON, Dispatch, Event, Job, Machine, Product, Transition, utcnow
 
 LIST_CAP = 50
 
@@ -22,15 +22,16 @@ def _start_of_today() -> datetime:
 def etag() -> str:
     """Changes with every event, every new product, every new or edited machine (a rename sends
     no event), and at midnight UTC. One statement; the machines are a shop floor, not a log."""
-    products, machines, machine_edit = db.session.execute(
+    event, products, machines, machine_edit = db.session.execute(
         select(
+            select(func.coalesce(func.max(Event.id), 0)).scalar_subquery(),
             select(func.coalesce(func.max(Product.id), 0)).scalar_subquery(),
             select(func.coalesce(func.max(Machine.id), 0)).scalar_subquery(),
             select(func.max(Machine.updated_at)).scalar_subquery(),
         )
     ).one()
     day = utcnow().date().isoformat()
-    return f"ev-{last_event_id()}-p{products}-m{machines}.{_stamp(machine_edit)}-{day}"
+    return f"ev-{event}-p{products}-m{machines}.{_stamp(machine_edit)}-{day}"
 
 
 def _stamp(value) -> str:
@@ -43,6 +44,16 @@ def _stamp(value) -> str:
 
 
 def _past_products() -> list[dict]:
+    # Why each went past: the reason of its latest transition to OFF, found for each of the 50
+    # through ix_transitions_product_id_id.
+    reason = (
+        select(Transition.reason)
+        .where(Transition.product_id == Product.id, Transition.to_state == OFF)
+        .order_by(Transition.id.desc())
+        .limit(1)
+        .correlate(Product)
+        .scalar_subquery()
+    )
     rows = db.session.execute(
         select(
             Product.id,
@@ -53,6 +64,7 @@ def _past_products() -> list[dict]:
             Job.stage,
             Machine.name,
             Job.quantity_produced,
+            reason,
         )
         .join(Job, Job.id == Product.latest_job_id)
         .join(Machine, Machine.id == Job.machine_id)
@@ -60,7 +72,6 @@ def _past_products() -> list[dict]:
         .order_by(Product.state_changed_at.desc(), Product.id.desc())
         .limit(LIST_CAP)
     ).all()
-    reasons = _last_reasons([row[0] for row in rows])
     return [
         {
             "id": pid,
@@ -71,26 +82,11 @@ def _past_products() -> list[dict]:
             "stage": stage,
             "process": machine,
             "quantityProduced": produced,
-            "reason": reasons.get(pid),
+            "reason": why,
             "endedAt": iso(changed),
         }
-        for pid, name, code, changed, job_id, stage, machine, produced in rows
+        for pid, name, code, changed, job_id, stage, machine, produced, why in rows
     ]
-
-
-def _last_reasons(product_ids: list[int]) -> dict[int, str | None]:
-    """Why each product went past: the reason of its latest transition to OFF."""
-    if not product_ids:
-        return {}
-    latest = (
-        select(func.max(Transition.id))
-        .where(Transition.product_id.in_(product_ids), Transition.to_state == OFF)
-        .group_by(Transition.product_id)
-    )
-    rows = db.session.execute(
-        select(Transition.product_id, Transition.reason).where(Transition.id.in_(latest))
-    ).all()
-    return dict(rows)
 
 
 def _machine_board() -> list[dict]:
@@ -129,25 +125,30 @@ def _machine_board() -> list[dict]:
     return list(board.values())
 
 
-def _product_counts() -> tuple[int, int, int]:
-    """All products, the live ones and the past ones, in one statement (one snapshot).
+def _counts(today: datetime) -> tuple[int, ...]:
+    """All products, the live ones, the past ones, today's transitions and dispatches, and the
+    last event's id: one statement, one snapshot.
 
     Grouping the products by state reads the whole table; instead the live ones and those not
     started yet (state NULL: catalogued, no job) are counted through ix_products_state_changed,
     both small, and all of them with a plain count(*). Every other product is past: a product's
     state is NULL, ON or OFF, and products are never deleted.
     """
-    total, live, unstarted = db.session.execute(
+
+    def count(model, *where):
+        return select(func.count()).select_from(model).where(*where).scalar_subquery()
+
+    total, live, unstarted, transitions, dispatched, last_event = db.session.execute(
         select(
-            select(func.count()).select_from(Product).scalar_subquery(),
-            select(func.count()).select_from(Product).where(Product.state == ON).scalar_subquery(),
-            select(func.count())
-            .select_from(Product)
-            .where(Product.state.is_(None))
-            .scalar_subquery(),
+            count(Product),
+            count(Product, Product.state == ON),
+            count(Product, Product.state.is_(None)),
+            count(Transition, Transition.created_at >= today),
+            count(Dispatch, Dispatch.created_at >= today),
+            select(func.coalesce(func.max(Event.id), 0)).scalar_subquery(),
         )
     ).one()
-    return total, live, total - live - unstarted
+    return total, live, total - live - unstarted, transitions, dispatched, last_event
 
 
 def with_now(figures: dict) -> dict:
@@ -160,50 +161,32 @@ def with_now(figures: dict) -> dict:
 def figures() -> dict:
     """Counters, live and past products, the machine board and recent activity: what the
     dashboard's ETag names (etag()), so the route shares them while it holds."""
-    today = _start_of_today()
-    total, live_count, past_count = _product_counts()
-    machine_counts = dict(
-        db.session.execute(select(Machine.status, func.count()).group_by(Machine.status)).all()
-    )
-    live = dispatchable_rows(limit=LIST_CAP)
-    recent = db.session.scalars(select(Transition).order_by(Transition.id.desc()).limit(20)).all()
-    names = (
-        dict(
-            db.session.execute(
-                select(Product.id, Product.name).where(
-                    Product.id.in_({t.product_id for t in recent})
-                )
-            ).all()
-        )
-        if recent
-        else {}
-    )
-    total_machines = sum(machine_counts.values())
-    active = machine_counts.get("running", 0)
-    stats = {
-        "totalProducts": total,
-        "liveProducts": live_count,
-        "pastProducts": past_count,
-        "dispatchableProducts": live_count,
-        "totalMachines": total_machines,
-        "activeMachines": active,
-        "inactiveMachines": total_machines - active,
-        "transitionsToday": db.session.scalar(
-            select(func.count()).select_from(Transition).where(Transition.created_at >= today)
-        ),
-        "dispatchedToday": db.session.scalar(
-            select(func.count()).select_from(Dispatch).where(Dispatch.created_at >= today)
-        ),
-    }
+    total, live_count, past_count, transitions, dispatched, last_event = _counts(_start_of_today())
+    board = _machine_board()
+    active = sum(1 for machine in board if machine["status"] == "running")
+    recent = db.session.execute(
+        select(*Transition.__table__.c, Product.name.label("product_name"))
+        .outerjoin(Product, Product.id == Transition.product_id)
+        .order_by(Transition.id.desc())
+        .limit(20)
+    ).all()
     return {
-        "stats": stats,
-        "liveProducts": live,
+        "stats": {
+            "totalProducts": total,
+            "liveProducts": live_count,
+            "pastProducts": past_count,
+            "dispatchableProducts": live_count,
+            "totalMachines": len(board),
+            "activeMachines": active,
+            "inactiveMachines": len(board) - active,
+            "transitionsToday": transitions,
+            "dispatchedToday": dispatched,
+        },
+        "liveProducts": dispatchable_rows(limit=LIST_CAP),
         "pastProducts": _past_products(),
-        "machineStatus": _machine_board(),
-        "recentActivity": [
-            {**transition_dict(t), "productName": names.get(t.product_id)} for t in recent
-        ],
-        "realtime": {"lastEventId": last_event_id()},
+        "machineStatus": board,
+        "recentActivity": [{**transition_dict(t), "productName": t.product_name} for t in recent],
+        "realtime": {"lastEventId": last_event},
     }
 
 
