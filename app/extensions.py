@@ -52,6 +52,9 @@ limiter = Limiter(
     application_limits=[lambda: _setting("WRITE_RATE_LIMIT")],
     application_limits_exempt_when=_not_a_write,
 )
+# Only writes are limited (the sign-in form's limits too are on its POST), so a read skips the
+# limiter altogether instead of resolving and parsing every limit to find each exempt.
+limiter.request_filter(_not_a_write)
 
 
 def _setting(name: str) -> str:
