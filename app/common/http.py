@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.routing import IntegerConverter
 
 from app.common.schemas import MAX_ID, encode_cursor
-from app.common.transactions import begin_write
+from app.common.transactions import begin_write, reads_without_a_transaction
 from app.errors import Conflict, InvalidInput
 from app.extensions import db
 from app.models import IdempotencyRecord, utcnow
@@ -205,5 +205,6 @@ def register_request_hooks(app: Flask) -> None:
     # Before any blueprint adds its rules: a rule takes its converter when it is added.
     app.url_map.converters["int"] = IdConverter
     app.before_request(require_json)
+    app.before_request(reads_without_a_transaction)
     app.before_request(idempotency_before)
     app.after_request(idempotency_after)
