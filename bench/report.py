@@ -211,7 +211,13 @@ def _writes(res: dict) -> str:
         "Each writer loops `POST /api/products/lifecycle` (move_to_past / reactivate) on its own "
         "products for the whole period (closed loop, keep-alive); a transition is the whole path: "
         "auth, rate limiter, lock, job, Transition, events, commit, Redis publish, response with "
-        "the lifecycle."
+        "the lifecycle. The writer counts run one after the other on one server"
+        + (
+            f", after {res['warmUpSeconds']:g} s of firing at the largest count that are not "
+            "measured."
+            if res.get("warmUpSeconds")
+            else "."
+        )
     )
     w16 = next((r for r in res["runs"] if r["writers"] == 16), None)
     mix = res.get("mix")
