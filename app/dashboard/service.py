@@ -43,16 +43,27 @@ def _stamp(value) -> str:
     return f"{value:%Y%m%d%H%M%S%f}"
 
 
+def _newest(column, newest_by, outer, *where):
+    """For each row of `outer`: `column` of the newest row (by `newest_by`) that `where` picks."""
+    return (
+        select(column)
+        .where(*where)
+        .order_by(newest_by.desc())
+        .limit(1)
+        .correlate(outer)
+        .scalar_subquery()
+    )
+
+
 def _past_products() -> list[dict]:
     # Why each went past: the reason of its latest transition to OFF, found for each of the 50
     # through ix_transitions_product_id_id.
-    reason = (
-        select(Transition.reason)
-        .where(Transition.product_id == Product.id, Transition.to_state == OFF)
-        .order_by(Transition.id.desc())
-        .limit(1)
-        .correlate(Product)
-        .scalar_subquery()
+    reason = _newest(
+        Transition.reason,
+        Transition.id,
+        Product,
+        Transition.product_id == Product.id,
+        Transition.to_state == OFF,
     )
     rows = db.session.execute(
         select(
@@ -93,14 +104,7 @@ def _machine_board() -> list[dict]:
     # One row per machine: its newest ON job, looked up per machine through
     # ix_jobs_machine_state. (Joining every ON job and then every product made PostgreSQL hash
     # the whole products table: 100k rows read for a 12-row board.)
-    newest_on = (
-        select(Job.id)
-        .where(Job.machine_id == Machine.id, Job.state == ON)
-        .order_by(Job.id.desc())
-        .limit(1)
-        .correlate(Machine)
-        .scalar_subquery()
-    )
+    newest_on = _newest(Job.id, Job.id, Machine, Job.machine_id == Machine.id, Job.state == ON)
     rows = db.session.execute(
         select(Machine, Product.id, Product.name, Job.updated_at)
         .outerjoin(Job, Job.id == newest_on)
