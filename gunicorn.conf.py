@@ -98,14 +98,17 @@ def _fresh_metrics_dir() -> None:
 
 
 def post_worker_init(worker):
-    """The app is loaded: what it made so far lives as long as the worker, so the collector
-    stops scanning it (a full collection of it paused a worker for 70-110 ms, every stream and
-    request of it waiting; 3-20 ms after). In a gevent worker: with several workers, they take
-    turns accepting (_take_turns); and where gunicorn frames HTTP itself, streams may be handed
-    to the hub past their first message (app/realtime/routes.py; behind `protocol = "uwsgi"`
-    the proxy frames the body)."""
+    """The app is loaded: what it made so far, less its garbage, lives as long as the worker, so
+    the collector stops scanning it (a full collection of it paused a worker for 70-110 ms,
+    every stream and request of it waiting; 3-20 ms after). Frozen objects are left out of
+    gc.get_objects() too, which /api/realtime/stats counts greenlets with: the hub and the
+    broker start theirs later. In a gevent worker: with several workers, they take turns
+    accepting (_take_turns); and where gunicorn frames HTTP itself, streams may be handed to the
+    hub past their first message (app/realtime/routes.py; behind `protocol = "uwsgi"` the proxy
+    frames the body)."""
     import gc
 
+    gc.collect()
     gc.freeze()
     from gunicorn.workers import ggevent
 

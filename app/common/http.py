@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeVar
@@ -126,26 +127,31 @@ T = TypeVar("T")
 
 
 class _Latest:
-    """The newest answer built and the ETag it was built for, as one pair."""
+    """The newest answer built: (the ETag it was built for, the answer, when its build began)."""
 
     __slots__ = ("lock", "entry")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()  # gevent's, in a gevent worker: it blocks a greenlet only
-        self.entry: tuple[str, object] | None = None
+        self.entry: tuple[str, object, float] | None = None
 
 
 def shared_for_etag(name: str, etag: str, build: Callable[[], T]) -> T:
-    """`build()`'s answer for `etag`, built once and shared by this worker's requests while the
-    ETag stays the same.
+    """`build()`'s answer for `etag`, read from the database just before: built once and shared
+    by this worker's requests while the ETag stays the same.
 
-    An ETag here is read from the database and names the state an answer depends on (the last
-    event's id, and what changes without an event): the same ETag, the same answer, which is
-    what a 304 already relies on. After an event every open workpanel and dashboard asks again
-    within a few hundred milliseconds; they now wait for one build per worker instead of each
-    making its own. Only the newest ETag is kept. An answer may be newer than its ETag (an
-    event committed between the two reads), never older.
+    An ETag here names the state an answer depends on (the last event's id, and what changes
+    without an event): the same ETag, the same answer, which is what a 304 already relies on.
+    After an event every open workpanel and dashboard asks again within a few hundred
+    milliseconds; they now wait for one build per worker instead of each making its own.
+
+    One build at a time per answer. A request that waited takes the answer of a build that
+    began after it asked, whatever ETag that one was for: it was read later than this
+    request's ETag, so it is as new or newer. So while events come faster than a build takes,
+    each build serves everyone who asked before it began, and builds never queue up behind each
+    other. Only the newest answer is kept.
     """
+    asked = time.monotonic()
     slots = current_app.extensions.setdefault("trackopz_shared_answers", {})
     slot = slots.get(name) or slots.setdefault(name, _Latest())
     entry = slot.entry
@@ -153,8 +159,9 @@ def shared_for_etag(name: str, etag: str, build: Callable[[], T]) -> T:
         return entry[1]
     with slot.lock:
         entry = slot.entry
-        if entry is None or entry[0] != etag:
-            entry = slot.entry = (etag, build())
+        if entry is None or (entry[0] != etag and entry[2] < asked):
+            began = time.monotonic()
+            entry = slot.entry = (etag, build(), began)
         return entry[1]
 
 

@@ -82,6 +82,9 @@ def _read_on_driver(engine: Engine, statement: Executable, params: dict) -> tupl
         pooled.close()
 
 
+_NO_SESSION_READS = frozenset({"realtime.stream", "realtime.stats", "reports.download"})
+
+
 def reads_without_a_transaction() -> None:
     """Before an API GET or HEAD on PostgreSQL: the request's session reads in autocommit.
 
@@ -90,13 +93,15 @@ def reads_without_a_transaction() -> None:
     /api/machines: ~4.5 -> ~3.5 ms of worker CPU, and a third of PostgreSQL's). A read that needs
     one snapshot for several statements asks for it itself (dispatchable_snapshot), and
     begin_write's rollback hands this connection back, so a write still gets its transaction.
-    Not for the stream: a reconnect storm would hold one pooled connection per stream while it
-    waits, and the stream often needs none (Hub.shared_snapshot).
+    Not where the connection would sit idle: the stream (a reconnect storm would hold one per
+    stream while it waits, and it often needs none: Hub.shared_snapshot), the report downloads
+    (they read on a connection of their own) and the worker's own figures (which count the pool's
+    connections).
     """
     if (
         request.method in ("GET", "HEAD")
         and request.path.startswith("/api/")
-        and request.endpoint != "realtime.stream"
+        and request.endpoint not in _NO_SESSION_READS
         and db.engine.dialect.name == "postgresql"
         and not db.session().in_transaction()  # (a test's own app context may hold one open)
     ):

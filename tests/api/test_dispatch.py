@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from datetime import datetime
 
 import pytest
 from sqlalchemy import event
 
-from app import create_app
 from app.extensions import db
-from config import TestConfig
 from tests.api.conftest import assert_error, is_iso_z, ok
 
 ITEM_FIELDS = {
@@ -164,19 +163,13 @@ def comparable(response) -> dict:
 
 @pytest.fixture
 def cold(app, client):
-    """GET as a worker that has answered nothing yet: a new app on the same database."""
+    """GET as a worker that has answered nothing yet: its shared answers dropped first."""
 
     def get(url: str):
-        other = create_app(TestConfig, SQLALCHEMY_DATABASE_URI=app.extensions["tests_url"])
-        try:
-            fresh = other.test_client()
-            fresh.environ_base.update(client.environ_base)  # the same bearer token
-            response = fresh.get(url)
-            assert response.status_code == 200, response.get_data(as_text=True)[:300]
-            return response
-        finally:
-            with other.app_context():
-                db.engine.dispose()
+        app.extensions.pop("trackopz_shared_answers", None)
+        response = client.get(url)
+        assert response.status_code == 200, response.get_data(as_text=True)[:300]
+        return response
 
     return get
 
@@ -237,7 +230,7 @@ def test_etag_answers_304_until_something_changes(client, make, url, cold):
 def test_an_unchanged_answer_is_built_once_and_shared(app, client, make, clock, url):
     """After an event every open page asks again: while the ETag holds, a worker answers them
     all from one build, so a repeat 200 runs only the ETag's statements, as a 304 does. The
-    time and the stream clients in the dashboard are the answer's own."""
+    dashboard's time is the answer's own."""
     clock.set(datetime(2030, 6, 15, 9, 0))
     make.live_product()
     first = client.get(url)
@@ -285,3 +278,44 @@ def test_a_failed_write_keeps_the_etag(client, make):
     assert_error(make.action(product["id"], "reactivate"), 409)
     assert_error(client.post(URL, json={"productId": 99999}), 404)
     assert_not_modified(client, URL, etag)
+
+
+def test_a_build_serves_everyone_who_asked_before_it_began(app):
+    """Events faster than a build: requests that waited on a build for an older ETag take the
+    next build's answer, which began after they asked, instead of each building in turn."""
+    import threading
+
+    from app.common.http import shared_for_etag
+
+    first_began, release = threading.Event(), threading.Event()
+    builds: list[str] = []
+
+    def build(label: str):
+        def run() -> str:
+            builds.append(label)
+            if label == "e1":
+                first_began.set()
+                assert release.wait(10)
+            return f"answer {len(builds)}"
+
+        return run
+
+    answers: dict[str, str] = {}
+
+    def ask(etag: str) -> None:
+        with app.app_context():
+            answers[etag] = shared_for_etag("test", etag, build(etag))
+
+    first = threading.Thread(target=ask, args=("e1",))
+    first.start()
+    assert first_began.wait(10)
+    waiting = [threading.Thread(target=ask, args=(etag,)) for etag in ("e2", "e3")]
+    for t in waiting:
+        t.start()
+    time.sleep(0.2)  # both are waiting for the first build
+    release.set()
+    for t in [first, *waiting]:
+        t.join(10)
+    assert answers["e1"] == "answer 1"
+    assert len(builds) == 2, builds  # e1's, then one for both e2 and e3
+    assert answers["e2"] == answers["e3"] == "answer 2"
