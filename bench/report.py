@@ -85,9 +85,11 @@ def _reads(res: dict) -> str:
                 f"{c['p50']} | {c['p95']} | {c['p99']} | {b['p50']} | {b['p99']} |"
             )
         if int(size) >= 100000:
-            judged = [r[ep] for ep in ("dispatchable", "dashboard")]
-            judged += [
-                r[ep + "Changed"] for ep in ("dispatchable", "dashboard") if ep + "Changed" in r
+            judged = [
+                r[ep + kind]
+                for ep in ("dispatchable", "dashboard")
+                for kind in ("", "Changed")
+                if ep + kind in r
             ]
             verdict = all(x["p95"] < 50 for x in judged)
     n = next(iter(res["sizes"].values()))["dispatchable"]["n"]

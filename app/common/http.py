@@ -124,6 +124,7 @@ def not_modified(etag: str) -> Response | None:
 
 
 T = TypeVar("T")
+SHARED_ANSWERS = "trackopz_shared_answers"  # app.extensions: name -> _Latest
 
 
 class _Latest:
@@ -152,7 +153,7 @@ def shared_for_etag(name: str, etag: str, build: Callable[[], T]) -> T:
     other. Only the newest answer is kept.
     """
     asked = time.monotonic()
-    slots = current_app.extensions.setdefault("trackopz_shared_answers", {})
+    slots = current_app.extensions.setdefault(SHARED_ANSWERS, {})
     slot = slots.get(name) or slots.setdefault(name, _Latest())
     entry = slot.entry
     if entry is not None and entry[0] == etag:

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from app import create_app
+from app.common.http import SHARED_ANSWERS
 from app.extensions import db as _db
 from app.extensions import limiter
 from app.models import clock_override
@@ -66,7 +67,7 @@ def app(shared_app):
         limiter.reset()
     # Emptied tables rewind SQLite's ids, which a real database never does (`events prune`
     # keeps the newest event), so answers shared under an ETag go with them, as in a new worker.
-    shared_app.extensions.pop("trackopz_shared_answers", None)
+    shared_app.extensions.pop(SHARED_ANSWERS, None)
     yield shared_app
     with shared_app.app_context():
         _db.session.remove()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import contextmanager
 from datetime import datetime
@@ -9,6 +10,7 @@ from datetime import datetime
 import pytest
 from sqlalchemy import event
 
+from app.common.http import SHARED_ANSWERS, shared_for_etag
 from app.extensions import db
 from tests.api.conftest import assert_error, is_iso_z, ok
 
@@ -166,7 +168,7 @@ def cold(app, client):
     """GET as a worker that has answered nothing yet: its shared answers dropped first."""
 
     def get(url: str):
-        app.extensions.pop("trackopz_shared_answers", None)
+        app.extensions.pop(SHARED_ANSWERS, None)
         response = client.get(url)
         assert response.status_code == 200, response.get_data(as_text=True)[:300]
         return response
@@ -283,10 +285,6 @@ def test_a_failed_write_keeps_the_etag(client, make):
 def test_a_build_serves_everyone_who_asked_before_it_began(app):
     """Events faster than a build: requests that waited on a build for an older ETag take the
     next build's answer, which began after they asked, instead of each building in turn."""
-    import threading
-
-    from app.common.http import shared_for_etag
-
     first_began, release = threading.Event(), threading.Event()
     builds: list[str] = []
 
