@@ -166,11 +166,11 @@ def shared_for_etag(name: str, etag: str, build: Callable[[], T]) -> T:
         return entry[1]
 
 
-def with_etag(body: dict | str, etag: str) -> Response:
+def with_etag(body: dict | str | bytes, etag: str) -> Response:
     """A JSON answer with its ETag; `body` may already be JSON text (built by the database)."""
     from flask import jsonify
 
-    if isinstance(body, str):
+    if isinstance(body, (str, bytes)):
         response = Response(body, mimetype="application/json")
     else:
         response = jsonify(body)

@@ -1,9 +1,10 @@
-from flask import jsonify
+from flask import current_app, jsonify
 
 from app.auth.guard import require_role, requires
 from app.common.blueprint import current_actor
 from app.common.http import not_modified, shared_for_etag, with_etag
 from app.common.schemas import iso
+from app.extensions import db, hub
 from app.lifecycle import bp, reads, service
 from app.lifecycle.schemas import (
     DispatchableSchema,
@@ -15,6 +16,7 @@ from app.lifecycle.schemas import (
     ProductQuery,
     TransitionResultSchema,
 )
+from app.realtime import livelist
 
 MESSAGES = {
     ("move_to_past", "dispatched"): "{name} was dispatched and moved to past.",
@@ -50,20 +52,23 @@ def _role_for(action: str, new_state: str | None) -> str:
     return "operator"
 
 
-def dispatchable_etag() -> str:
-    return f"ev-{service.last_event_id()}"
-
-
 @bp.get("/live-products/dispatchable")
 @bp.response(200, DispatchableSchema)
 @bp.alt_response(304, description="Nothing changed since the ETag in If-None-Match")
 def dispatchable():
     """The live products, which are the ones that may be dispatched."""
-    etag = dispatchable_etag()
+    last_event = service.last_event_id()
+    etag = f"ev-{last_event}"
     cached = not_modified(etag)
     if cached is not None:
         return cached
-    return with_etag(shared_for_etag("dispatchable", etag, _dispatchable_body), etag)
+    if livelist.usable(current_app, hub, livelist.collation(db.session)):
+        # Brought forward from the last answer with the hub's updates (app/realtime/livelist.py)
+        hub.ensure_started()
+        body = livelist.kept(current_app).answer(last_event, hub, service.dispatchable_snapshot)
+    else:
+        body = shared_for_etag("dispatchable", etag, _dispatchable_body)
+    return with_etag(body, etag)
 
 
 def _dispatchable_body() -> str:

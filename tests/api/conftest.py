@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 
 from app import create_app
 from app.common.http import SHARED_ANSWERS
 from app.extensions import db as _db
-from app.extensions import limiter
+from app.extensions import hub, limiter
 from app.models import clock_override
 from config import TestConfig
 from tests import conftest as root
@@ -66,8 +67,10 @@ def app(shared_app):
         _empty_tables()
         limiter.reset()
     # Emptied tables rewind SQLite's ids, which a real database never does (`events prune`
-    # keeps the newest event), so answers shared under an ETag go with them, as in a new worker.
+    # keeps the newest event), so answers shared under an ETag, and the hub that has seen those
+    # ids, go with them, as in a new worker.
     shared_app.extensions.pop(SHARED_ANSWERS, None)
+    hub.stop()
     yield shared_app
     with shared_app.app_context():
         _db.session.remove()
@@ -201,3 +204,43 @@ def clock():
     c = Clock()
     yield c
     c.real()
+
+
+# --- answers shared by a worker -----------------------------------------------------------
+
+
+def comparable(response) -> dict:
+    """The answer without the time it was given at."""
+    body = response.get_json()
+    body.get("dashboard", {}).pop("lastUpdated", None)
+    return body
+
+
+@pytest.fixture
+def cold(app, client):
+    """GET as a worker that has answered nothing yet: its shared answers dropped first."""
+
+    def get(url: str):
+        app.extensions.pop(SHARED_ANSWERS, None)
+        response = client.get(url)
+        assert response.status_code == 200, response.get_data(as_text=True)[:300]
+        return response
+
+    return get
+
+
+@contextmanager
+def statements(app):
+    """The SQL statements the app's engine runs inside the block."""
+    seen: list[str] = []
+
+    def note(conn, cursor, statement, *args):
+        seen.append(statement)
+
+    with app.app_context():
+        engine = _db.engine
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", note)

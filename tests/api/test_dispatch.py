@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from contextlib import contextmanager
 from datetime import datetime
 
 import pytest
-from sqlalchemy import event
 
-from app.common.http import SHARED_ANSWERS, shared_for_etag
-from app.extensions import db
-from tests.api.conftest import assert_error, is_iso_z, ok
+from app.common.http import shared_for_etag
+from tests.api.conftest import assert_error, comparable, is_iso_z, ok, statements
 
 ITEM_FIELDS = {
     "id",
@@ -154,43 +151,6 @@ def assert_changed(client, url, etag, *, cold=None) -> str:
     if cold is not None:
         assert comparable(response) == comparable(cold(url)), "a stale shared answer"
     return response.headers["ETag"]
-
-
-def comparable(response) -> dict:
-    """The answer without the time it was given at."""
-    body = response.get_json()
-    body.get("dashboard", {}).pop("lastUpdated", None)
-    return body
-
-
-@pytest.fixture
-def cold(app, client):
-    """GET as a worker that has answered nothing yet: its shared answers dropped first."""
-
-    def get(url: str):
-        app.extensions.pop(SHARED_ANSWERS, None)
-        response = client.get(url)
-        assert response.status_code == 200, response.get_data(as_text=True)[:300]
-        return response
-
-    return get
-
-
-@contextmanager
-def statements(app):
-    """The SQL statements the app's engine runs inside the block."""
-    seen: list[str] = []
-
-    def note(conn, cursor, statement, *args):
-        seen.append(statement)
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", note)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", note)
 
 
 @pytest.mark.parametrize("url", [URL, "/api/dashboard/status"])
