@@ -9,6 +9,7 @@ import threading
 import time
 from collections import Counter
 
+import psycopg
 import pytest
 import requests
 
@@ -178,6 +179,58 @@ def test_every_client_of_every_worker_and_host_gets_every_event_once_in_order(
             assert r.wait_for(newest, 1.0 - (time.monotonic() - started)), r.name
     finally:
         stop_readers(readers)
+
+
+def live_list_in_the_database(database_url: str) -> list[tuple]:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT p.id, p.name, m.name, j.id, j.quantity_produced FROM products p "
+            "JOIN jobs j ON j.id = p.latest_job_id JOIN machines m ON m.id = j.machine_id "
+            "WHERE p.state = 'ON' ORDER BY p.name, p.id"
+        ).fetchall()
+
+
+def test_the_list_on_every_worker_shows_a_change_made_on_the_other_host(
+    hosts, shop, http, rt_database_url
+):
+    """Each worker keeps the list from its hub's updates: a GET that comes right after a change
+    made elsewhere (its event still on the way through Redis) answers it all the same."""
+    a, b = hosts
+    for host in hosts:
+        wait_workers_ready(host, http)
+    writer = http()
+    machine = shop.machines[0]
+    changes = [lambda: shop.toggle(shop.products[1]), lambda: shop.toggle(shop.products[1])]
+    changes += [
+        lambda n=n: writer.patch(
+            f"{a.url}/api/machines/{machine}", json={"name": f"Rig {machine} r{n}"}, timeout=15
+        )
+        for n in range(2)
+    ]
+    served_by: set[int] = set()
+    for n in range(12):
+        change = changes[n % len(changes)]
+        if n % 3 == 2:  # output on a live product's job
+            item = next(i for i in live_list_in_the_database(rt_database_url))
+            r = writer.post(
+                f"{a.url}/api/jobs/{item[3]}/updates", json={"operator": "t", "quantity": 1}
+            )
+            assert r.status_code == 201, r.text
+        else:
+            assert change().status_code == 200
+        expected = live_list_in_the_database(rt_database_url)
+        for host in (b, a, b):
+            with http() as api:  # a new connection (either worker), kept for both GETs
+                got = api.get(host.url + "/api/live-products/dispatchable", timeout=10)
+                pid = api.get(host.url + "/api/realtime/stats", timeout=10).json()["hub"]["pid"]
+            assert got.status_code == 200, got.text
+            items = got.json()["dispatchableProducts"]
+            answered = [
+                (i["id"], i["name"], i["process"], i["jobId"], i["quantityProduced"]) for i in items
+            ]
+            assert answered == [tuple(row) for row in expected], f"change {n} on {host.url}"
+            served_by.add(pid)
+    assert len(served_by) >= 3, "the GETs did not reach most of the workers"
 
 
 def test_connected_clients_counts_the_clients_of_every_worker(hosts, http):
