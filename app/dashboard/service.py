@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime, time, timedelta
 
+from flask import current_app
 from sqlalchemy import func, select
 
 from app.common.schemas import iso
 from app.extensions import db, hub
 from app.lifecycle.reads import transition_dict
-from app.lifecycle.service import dispatchable_rows
+from app.lifecycle.service import dispatchable_rows, dispatchable_snapshot
 from app.models import OFF, ON, Dispatch, Event, Job, Machine, Product, Transition, utcnow
+from app.realtime import livelist
 
 LIST_CAP = 50
 
@@ -53,6 +55,14 @@ def _newest(column, newest_by, outer, *where):
         .correlate(outer)
         .scalar_subquery()
     )
+
+
+def _live_products(last_event: int) -> list[dict]:
+    """The first of the dispatchable list: from the worker's kept list where it has one."""
+    kept = livelist.kept(current_app, db.session)
+    if kept is not None:
+        return kept.first(LIST_CAP, last_event, hub, dispatchable_snapshot)
+    return dispatchable_rows(limit=LIST_CAP)
 
 
 def _past_products() -> list[dict]:
@@ -186,7 +196,7 @@ def figures() -> dict:
             "transitionsToday": transitions,
             "dispatchedToday": dispatched,
         },
-        "liveProducts": dispatchable_rows(limit=LIST_CAP),
+        "liveProducts": _live_products(last_event),
         "pastProducts": _past_products(),
         "machineStatus": board,
         "recentActivity": [{**transition_dict(t), "productName": t.product_name} for t in recent],

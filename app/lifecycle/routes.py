@@ -62,10 +62,9 @@ def dispatchable():
     cached = not_modified(etag)
     if cached is not None:
         return cached
-    if livelist.usable(current_app, hub, livelist.collation(db.session)):
-        # Brought forward from the last answer with the hub's updates (app/realtime/livelist.py)
-        hub.ensure_started()
-        body = livelist.kept(current_app).answer(last_event, hub, service.dispatchable_snapshot)
+    kept = livelist.kept(current_app, db.session)
+    if kept is not None:  # brought forward with the hub's updates (app/realtime/livelist.py)
+        body = kept.answer(last_event, hub, service.dispatchable_snapshot)
     else:
         body = shared_for_etag("dispatchable", etag, _dispatchable_body)
     return with_etag(body, etag)

@@ -55,20 +55,29 @@ class LiveList:
     # --- what GET answers ---------------------------------------------------------------------
 
     def answer(self, target: int, hub, read: Callable[[], tuple[str, int, int]]) -> bytes:
-        """The answer's body as of event `target` or later: from this copy when the hub has the
-        events up to `target`, else read afresh (`read()`: the list's JSON, its length and the
-        id of the last event it reflects, in one snapshot)."""
+        """GET's body as of event `target` or later: from this copy when the hub has the events
+        up to `target`, else read afresh (`read()`: the list's JSON, its length and the id of
+        the last event it reflects, in one snapshot)."""
         with self.lock:
-            if self.at is None or self.at < target:
-                _wait_for(hub, target)
-                if not self._forward(hub, target):
-                    self._seed(*read())
+            self._bring_to(target, hub, read)
             if self.body is None:
                 self.body = b'{"success":true,"dispatchableProducts":%s,"count":%d}' % (
                     orjson.dumps([self.items[pid] for _, pid in self.keys]),
                     len(self.keys),
                 )
             return self.body
+
+    def first(self, n: int, target: int, hub, read) -> list[dict]:
+        """The first `n` items as of event `target` or later (the dashboard's live products)."""
+        with self.lock:
+            self._bring_to(target, hub, read)
+            return [self.items[pid] for _, pid in self.keys[:n]]
+
+    def _bring_to(self, target: int, hub, read) -> None:
+        if self.at is None or self.at < target:
+            _wait_for(hub, target)
+            if not self._forward(hub, target):
+                self._seed(*read())
 
     # --- keeping it current -------------------------------------------------------------------
 
@@ -123,10 +132,15 @@ class LiveList:
             del self.keys[bisect.bisect_left(self.keys, (item["name"], pid))]
 
 
-def kept(app) -> LiveList:
-    """This worker's kept list; it goes with the app's other shared answers."""
+def kept(app, session) -> LiveList | None:
+    """This worker's kept list, with its hub started; None where the list cannot be kept (see
+    `usable`). It goes with the app's other shared answers."""
     from app.common.http import SHARED_ANSWERS
+    from app.extensions import hub
 
+    if not usable(app, collation(session)):
+        return None
+    hub.ensure_started()
     slots = app.extensions.setdefault(SHARED_ANSWERS, {})
     return slots.get(KEPT) or slots.setdefault(KEPT, LiveList())
 
@@ -144,7 +158,7 @@ def _wait_for(hub, target: int) -> None:
         gevent.sleep(0.001)
 
 
-def usable(app, hub, collation: str | None) -> bool:
+def usable(app, collation: str | None) -> bool:
     """Whether this process can keep the list: a code-point collation, and a hub that hears of
     every event here. That is a gevent worker (its hub listens to Redis in greenlets), or any
     process with the in-process broker, which hands the hub each commit's events at once."""

@@ -10,6 +10,7 @@ from app.extensions import broker, hub
 from tests.api.conftest import comparable, ok, statements
 
 URL = "/api/live-products/dispatchable"
+DASHBOARD = "/api/dashboard/status"
 # Names whose order differs between a code-point collation and a dictionary one: upper case
 # before lower, digits as characters, accented letters after z.
 NAMES = ["bolt", "Bolt", "Zapfen", "Ärmel", "éclair", "10 Gear", "2 Gear", "axle", "Axle"]
@@ -76,9 +77,13 @@ def test_after_every_kind_of_change_the_kept_list_is_the_databases_list(
         assert answer.status_code == 200, (label, answer.get_json())
         # Brought forward with the hub's updates, not read from the database again.
         assert not [s for s in ran if "products" in s], label
+        dashboard = client.get(DASHBOARD)  # its first live products come from the kept list
         expected = cold(URL)
         assert answer.headers["ETag"] == expected.headers["ETag"], label
         assert comparable(answer) == comparable(expected), f"after {label}"
+        assert comparable(dashboard) == comparable(cold(DASHBOARD)), f"dashboard after {label}"
+        live = dashboard.get_json()["dashboard"]["liveProducts"]
+        assert live == expected.get_json()["dispatchableProducts"][:50], label
 
 
 def test_a_window_that_no_longer_reaches_back_has_the_list_read_again(client, make, cold, floor):
