@@ -198,4 +198,11 @@ def collation(session) -> str | None:
             ).scalar()
         else:
             _collations[key] = None
+        if (_collations[key] or "").lower() not in _CODE_POINT_COLLATIONS:
+            log.info(
+                "the database's collation (%s) does not sort names by code point: the "
+                "dispatchable list is built by the database after every change, not kept here "
+                "(docs/DEPLOYMENT.md, Sizing)",
+                _collations[key] or "unknown",
+            )
     return _collations[key]
