@@ -32,6 +32,14 @@ def assert_not_reloaded(*pages):
         assert page.evaluate("window.__notReloaded === true"), f"{page.url} was reloaded"
 
 
+def test_the_dashboard_counts_its_own_screen_before_any_event(stack, open_page):
+    """Its first figures may be read before its stream is up; once it is, the page counts
+    itself among the live screens without waiting for an event."""
+    dashboard = open_page(stack.hosts[0].url + "/dashboard", "mira")
+    screens = dashboard.locator("[data-stat=connectedClients] dd")
+    expect(screens).to_have_text(re.compile(r"^[1-9]\d*$"), timeout=3000)
+
+
 def test_moved_to_past_on_workpanel_leaves_the_dispatch_dropdown(stack, api, open_page, screenshot):
     product = api.live_product()
     url = stack.hosts[0].url

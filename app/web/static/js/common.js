@@ -129,11 +129,13 @@
    * Calls the JSON API. Resolves with the body when it says success; otherwise rejects with an
    * ApiError whose message is the contract's error sentence (plus per-field details).
    */
-  async function request(method, path, body) {
+  async function request(method, path, body, { fresh = false } = {}) {
     const headers = { Accept: 'application/json' };
     const init = { method, headers, credentials: 'same-origin' };
     if (method === 'GET') {
-      init.cache = 'no-cache'; // always revalidate: the API answers 304 when nothing changed
+      // Always revalidate: the API answers 304 when nothing changed. `fresh`: ask for the whole
+      // answer, for what changes without changing the ETag (the dashboard's live screens).
+      init.cache = fresh ? 'reload' : 'no-cache';
     } else {
       headers['Content-Type'] = 'application/json';
       headers['Idempotency-Key'] = T.uuid(); // one key per user action: a retried request changes nothing twice
@@ -163,7 +165,7 @@
   }
 
   T.api = {
-    get: (path) => request('GET', path),
+    get: (path, options) => request('GET', path, undefined, options),
     post: (path, body) => request('POST', path, body),
     patch: (path, body) => request('PATCH', path, body),
   };

@@ -45,7 +45,7 @@
 
   let feedSeeded = false;
   const loadStatus = T.latestOnly(
-    () => api.get('/api/dashboard/status'),
+    (options) => api.get('/api/dashboard/status', options),
     ({ dashboard }) => {
       renderStats(dashboard.stats, dashboard.realtime);
       renderMachines(dashboard.machineStatus);
@@ -58,6 +58,9 @@
       }
     });
   const refreshStatus = T.debounce(() => T.guard('Could not refresh the counters', loadStatus()), 300);
+  // Once this page's stream is up it counts among the live screens; that count is not in the
+  // ETag, so a revalidated answer would still show the count from before it connected.
+  const recount = T.debounce(() => T.guard('Could not refresh the counters', loadStatus({ fresh: true })), 300);
 
   // ------------------------------------------------------------ activity feed
 
@@ -147,7 +150,7 @@
   T.guard('Could not load the daily chart', loadDaily());
   T.connectStream({
     onConnected() {
-      refreshStatus();
+      recount();
       refreshDaily();
     },
     onEvent(message, { replayed }) {
