@@ -465,8 +465,8 @@ class Hub:
 
     def shared_snapshot(self, after: int | None, read) -> tuple[int, bytes, int]:
         """(event id, dispatchable list as JSON, its length) for a new stream: `read()` gives
-        (JSON text, length, event id) from the database; its result is shared by this worker's
-        new streams while nothing changes.
+        (JSON text or bytes, length, event id), from the database or the worker's kept list
+        (livelist.py); its result is shared by this worker's new streams while nothing changes.
 
         A snapshot taken at event id S stays right for a client registered here while the last
         delivered id is still S: every later event reaches that client through the hub. So a
@@ -482,7 +482,7 @@ class Hub:
         ):
             return cached
         body, count, snapshot_id = read()
-        snapshot = (snapshot_id, body.encode(), count)
+        snapshot = (snapshot_id, body.encode() if isinstance(body, str) else body, count)
         if snapshot_id == self.last_id:
             self.snapshot = snapshot
         return snapshot

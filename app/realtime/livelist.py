@@ -50,7 +50,9 @@ class LiveList:
         self.at: int | None = None
         self.items: dict[int, dict] = {}
         self.keys: list[tuple[str, int]] = []  # (name, id), in the list's order
-        self.body: bytes | None = None  # the answer for `at`, made when first asked for
+        # The list as JSON, and GET's answer, for `at`: made when first asked for.
+        self.encoded: bytes | None = None
+        self.body: bytes | None = None
 
     # --- what GET answers ---------------------------------------------------------------------
 
@@ -62,16 +64,30 @@ class LiveList:
             self._bring_to(target, hub, read)
             if self.body is None:
                 self.body = b'{"success":true,"dispatchableProducts":%s,"count":%d}' % (
-                    orjson.dumps([self.items[pid] for _, pid in self.keys]),
+                    self._encoded(),
                     len(self.keys),
                 )
             return self.body
+
+    def snapshot(self, hub, read, after: int | None) -> tuple[bytes, int, int]:
+        """(the list as JSON, its length, the id of the event it is at) for a new stream: at the
+        hub's last delivered event where the window allows, so Hub.shared_snapshot shares it
+        with the worker's other new streams until the next event. Never older than `after`, the
+        last event the client has seen (it may come from a worker that is ahead of this one)."""
+        with self.lock:
+            self._bring_to(max(hub.last_id, after or 0), hub, read)
+            return self._encoded(), len(self.keys), self.at
 
     def first(self, n: int, target: int, hub, read) -> list[dict]:
         """The first `n` items as of event `target` or later (the dashboard's live products)."""
         with self.lock:
             self._bring_to(target, hub, read)
             return [self.items[pid] for _, pid in self.keys[:n]]
+
+    def _encoded(self) -> bytes:
+        if self.encoded is None:
+            self.encoded = orjson.dumps([self.items[pid] for _, pid in self.keys])
+        return self.encoded
 
     def _bring_to(self, target: int, hub, read) -> None:
         if self.at is None or self.at < target:
@@ -98,7 +114,7 @@ class LiveList:
             log.warning("the kept dispatchable list is read again: %s", err)
             self.at = None
             return False
-        self.body = None
+        self.encoded = self.body = None
         return self.at >= target
 
     def _apply(self, event: dict) -> None:
@@ -115,7 +131,7 @@ class LiveList:
             raise Stale(f"an update says {count} live products, the kept list has {len(self.keys)}")
 
     def _seed(self, body: str, count: int, at: int) -> None:
-        self.items, self.keys, self.body = {}, [], None
+        self.items, self.keys, self.encoded, self.body = {}, [], None, None
         for item in orjson.loads(body):
             self.items[item["id"]] = item
             self.keys.append((item["name"], item["id"]))

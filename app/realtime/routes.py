@@ -10,6 +10,7 @@ import errno
 import gc
 import logging
 import time
+from functools import partial
 
 from flask import Response, current_app, request
 from werkzeug.exceptions import ServiceUnavailable as WorkerFull
@@ -21,6 +22,7 @@ from app.errors import InvalidInput
 from app.extensions import db, hub
 from app.models import utcnow
 from app.observability import STREAM_END
+from app.realtime import livelist
 from app.realtime.hub import KEEPALIVE
 
 log = logging.getLogger(__name__)
@@ -94,7 +96,11 @@ def stream():
         lease.release()
         raise
     try:
-        snapshot_id, items_json, count = hub.shared_snapshot(after, dispatchable_snapshot)
+        kept = livelist.kept(current_app, db.session)
+        read = dispatchable_snapshot
+        if kept is not None:  # at the hub's last event, from the worker's copy (livelist.py)
+            read = partial(kept.snapshot, hub, dispatchable_snapshot, after)
+        snapshot_id, items_json, count = hub.shared_snapshot(after, read)
         replay: list[tuple[int, bytes]] = []
         resync = False
         if after is not None:

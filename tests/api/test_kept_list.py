@@ -4,12 +4,15 @@ building the list again."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from app.extensions import broker, hub
 from tests.api.conftest import comparable, ok, statements
 
 URL = "/api/live-products/dispatchable"
+STREAM = URL + "/stream"
 DASHBOARD = "/api/dashboard/status"
 # Names whose order differs between a code-point collation and a dictionary one: upper case
 # before lower, digits as characters, accented letters after z.
@@ -111,3 +114,36 @@ def test_an_update_the_list_missed_is_caught_by_the_next_ones_count(client, make
     answer = client.get(URL)
     assert gone["id"] not in [i["id"] for i in answer.get_json()["dispatchableProducts"]]
     assert comparable(answer) == comparable(cold(URL))
+
+
+def test_a_new_stream_starts_from_the_kept_list_at_the_hubs_last_event(
+    app, client, make, cold, floor
+):
+    _, products = floor
+    ok(client.get(URL))  # the worker's copy is read here
+    for product, _ in products[:2]:
+        assert make.action(product["id"], "move_to_past").status_code == 200
+    with statements(app) as ran:
+        hello = first_message(client)
+    assert not [s for s in ran if "products" in s], "the snapshot was read from the database"
+    assert hello["lastEventId"] == hub.last_id
+    listed = cold(URL).get_json()
+    assert hello["dispatchableProducts"] == listed["dispatchableProducts"]
+    assert hello["count"] == listed["count"] == len(NAMES) - 2
+
+
+def first_message(client) -> dict:
+    """The data of a new stream's connection_established."""
+    response = client.get(STREAM, buffered=False)
+    try:
+        buffer = b""
+        for chunk in response.response:
+            buffer += chunk
+            for block in buffer.split(b"\n\n")[:-1]:  # whole messages only
+                if block.startswith(b"data: "):
+                    message = json.loads(block[len(b"data: ") :])
+                    assert message["type"] == "connection_established"
+                    return message["data"]
+        raise AssertionError(f"no connection_established in {buffer[:200]!r}")
+    finally:
+        response.close()
