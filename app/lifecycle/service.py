@@ -930,6 +930,12 @@ def log_update(
     if job is None:
         raise NotFound(f"No job with id {job_id}.")
     product = _lock_product(job.product_id)
+    # Its list item, read below, names the machine: a rename committing meanwhile (it locks the
+    # machine, not the products) would leave the item with the old name after the new one's
+    # event. Shared: output logged on other products of the machine does not wait for this.
+    db.session.execute(
+        select(Machine.id).where(Machine.id == job.machine_id).with_for_update(read=True)
+    ).all()
     db.session.refresh(job)
     if job.state != ON:
         raise Conflict(f"Job {job.id} is OFF; output can only be logged against a running job.")

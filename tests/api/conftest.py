@@ -67,10 +67,13 @@ def app(shared_app):
         _empty_tables()
         limiter.reset()
     # Emptied tables rewind SQLite's ids, which a real database never does (`events prune`
-    # keeps the newest event), so answers shared under an ETag, and the hub that has seen those
-    # ids, go with them, as in a new worker.
+    # keeps the newest event), so answers shared under an ETag go with them, as in a new worker,
+    # and on SQLite so does the hub that has seen those ids. (Not on Postgres, where ids go on
+    # rising: there the concurrency tests publish from threads, and with the hub stopped between
+    # tests they hung waiting for its lock, without Redis; why is not understood yet.)
     shared_app.extensions.pop(SHARED_ANSWERS, None)
-    hub.stop()
+    if shared_app.extensions["tests_url"].startswith("sqlite"):
+        hub.stop()
     yield shared_app
     with shared_app.app_context():
         _db.session.remove()

@@ -7,11 +7,13 @@ lined up on a barrier and fire together at the real Postgres.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
+from app.extensions import db
 from app.models import Event
 from tests.api.conftest import ok
 
@@ -211,3 +213,44 @@ def test_products_on_one_machine_change_at_once_and_the_machine_status_is_right(
         assert previous == chain[-1] != now, told
         chain.append(now)
     assert chain[-1] == status, told
+
+
+def test_output_logged_during_a_machine_rename_carries_the_new_name(
+    pg_only, app, client, make, probe_engine
+):
+    """Logging output locks the product; renaming a machine locks the machine. Both send the
+    product's list item, so the one that commits second must have read after the first: else
+    the list (its stream deltas, and each worker's kept copy) ends with the old name or the old
+    quantity."""
+    product, machine, job = make.live_product()
+    with probe_engine.connect() as rename:  # a rename in progress: its row lock held
+        rename = rename.execution_options(isolation_level="READ COMMITTED")
+        tx = rename.begin()
+        rename.execute(
+            text("UPDATE machines SET name = 'Renamed' WHERE id = :id"), {"id": machine["id"]}
+        )
+        logged: list = []
+        worker = threading.Thread(
+            target=lambda: logged.append(
+                clone(app, client).post(
+                    f"/api/jobs/{job['id']}/updates", json={"operator": "a", "quantity": 3}
+                )
+            )
+        )
+        worker.start()
+        time.sleep(0.5)
+        waited = worker.is_alive()
+        tx.commit()
+    worker.join(timeout=10)
+    assert waited, "the output was written while the rename was still in progress"
+    assert logged and logged[0].status_code == 201, logged
+    with app.app_context():
+        payload = db.session.scalars(
+            select(Event.payload)
+            .where(Event.type == "dispatchable_products_update")
+            .order_by(Event.id.desc())
+            .limit(1)
+        ).one()
+        db.session.remove()
+    (item,) = payload["added"]
+    assert (item["id"], item["process"], item["quantityProduced"]) == (product["id"], "Renamed", 3)
