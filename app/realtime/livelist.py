@@ -165,8 +165,8 @@ def _wait_for(hub, target: int) -> None:
     """Give the hub a moment to receive event `target`, committed and published by another
     worker: it is usually on its way through Redis. Only in a gevent worker, where the hub's
     listener runs while this request sleeps."""
-    if hub.last_id >= target or not _gevent_patched():
-        return
+    if hub.last_id >= target or not hub.subscribed or not _gevent_patched():
+        return  # (unsubscribed: Redis is away, and the hub reads the table every few seconds)
     import gevent
 
     deadline = time.monotonic() + HUB_WAIT_SECONDS
@@ -192,6 +192,16 @@ def _gevent_patched() -> bool:
     return monkey.is_module_patched("socket")
 
 
+# The provider column came with PostgreSQL 15 (before it every database was libc's), the builtin
+# provider's locale with 17: read through to_jsonb, a column a version lacks is NULL, not an error.
+_PG_COLLATION = """
+SELECT CASE coalesce(to_jsonb(d) ->> 'datlocprovider', 'c')
+         WHEN 'c' THEN d.datcollate
+         WHEN 'b' THEN to_jsonb(d) ->> 'datlocale'
+       END
+FROM pg_database d WHERE d.datname = current_database()
+"""
+
 _collations: dict[tuple[int, str], str | None] = {}
 
 
@@ -205,13 +215,14 @@ def collation(session) -> str | None:
             _collations[key] = "c"  # BINARY, the default: UTF-8 bytes, so code points
         elif bind.dialect.name == "postgresql":
             from sqlalchemy import text
+            from sqlalchemy.exc import SQLAlchemyError
 
-            _collations[key] = session.execute(
-                text(
-                    "SELECT CASE WHEN d.datlocprovider = 'c' THEN d.datcollate END "
-                    "FROM pg_database d WHERE d.datname = current_database()"
-                )
-            ).scalar()
+            try:
+                _collations[key] = session.execute(text(_PG_COLLATION)).scalar()
+            except SQLAlchemyError:  # asked again next time; meanwhile the database builds it
+                log.warning("could not read the database's collation", exc_info=True)
+                session.rollback()
+                return None
         else:
             _collations[key] = None
         if (_collations[key] or "").lower() not in _CODE_POINT_COLLATIONS:

@@ -57,10 +57,20 @@
         }, { older: true }));
       }
     });
-  const refreshStatus = T.debounce(() => T.guard('Could not refresh the counters', loadStatus()), 300);
   // Once this page's stream is up it counts among the live screens; that count is not in the
-  // ETag, so a revalidated answer would still show the count from before it connected.
-  const recount = T.debounce(() => T.guard('Could not refresh the counters', loadStatus({ fresh: true })), 300);
+  // ETag, so a revalidated answer would still show the count from before it connected: the
+  // refresh after a (re)connect asks for the whole answer. One debounced refresh for both, so
+  // a revalidation sent right behind it cannot bring the older answer back.
+  let fresh = false;
+  const refreshStatus = T.debounce(() => {
+    const options = { fresh };
+    fresh = false;
+    return T.guard('Could not refresh the counters', loadStatus(options));
+  }, 300);
+  const recount = () => {
+    fresh = true;
+    refreshStatus();
+  };
 
   // ------------------------------------------------------------ activity feed
 
