@@ -137,6 +137,13 @@ class _Latest:
         self.entry: tuple[str, object, float] | None = None
 
 
+def shared_slot(app: Flask, name: str, make: Callable[[], T]) -> T:
+    """This worker's shared object `name` (made by `make()` on first use): the answers shared
+    between requests, dropped together where the data under them goes (tests, a restore)."""
+    slots = app.extensions.setdefault(SHARED_ANSWERS, {})
+    return slots.get(name) or slots.setdefault(name, make())
+
+
 def shared_for_etag(name: str, etag: str, build: Callable[[], T]) -> T:
     """`build()`'s answer for `etag`, read from the database just before: built once and shared
     by this worker's requests while the ETag stays the same.
@@ -153,8 +160,7 @@ def shared_for_etag(name: str, etag: str, build: Callable[[], T]) -> T:
     other. Only the newest answer is kept.
     """
     asked = time.monotonic()
-    slots = current_app.extensions.setdefault(SHARED_ANSWERS, {})
-    slot = slots.get(name) or slots.setdefault(name, _Latest())
+    slot = shared_slot(current_app, name, _Latest)
     entry = slot.entry
     if entry is not None and entry[0] == etag:
         return entry[1]

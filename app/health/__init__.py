@@ -23,6 +23,7 @@ from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 
 from app.extensions import broker, db, hub
+from app.realtime.hub import gevent_patched
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def _check_subscription(checks: dict, problems: list, database_up: bool) -> None
     if broker.redis is None:
         checks["subscription"] = "not used (in-process broker)"
         return
-    if not hub.subscribed and _can_wait():
+    if not hub.subscribed and gevent_patched():
         # Just started: give the listener a moment to subscribe before saying no.
         import gevent
 
@@ -123,15 +124,6 @@ def _check_subscription(checks: dict, problems: list, database_up: bool) -> None
     else:
         problems.append("this worker's Redis subscription is not up")
         checks["subscription"] = "down"
-
-
-def _can_wait() -> bool:
-    """Only where gevent runs the hub's listener (a gunicorn gevent worker)."""
-    try:
-        from gevent import monkey
-    except ImportError:  # pragma: no cover
-        return False
-    return monkey.is_module_patched("socket")
 
 
 @cache

@@ -32,6 +32,16 @@ GAP_GRACE_SECONDS = 0.05
 MESSAGES_AT_ONCE = 500  # read from the channel at once, and sent to each client in one write
 
 
+def gevent_patched() -> bool:
+    """Whether gevent runs this process's sockets (a gunicorn gevent worker): only then does the
+    hub's Redis listener run while a request sleeps."""
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover
+        return False
+    return monkey.is_module_patched("socket")
+
+
 def frame(event_id: int, body: str | bytes) -> bytes:
     data = body.encode() if isinstance(body, str) else body
     return b"id: %d\ndata: %s\n\n" % (event_id, data)

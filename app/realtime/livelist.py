@@ -26,6 +26,8 @@ from collections.abc import Callable
 
 import orjson
 
+from app.realtime.hub import gevent_patched
+
 log = logging.getLogger(__name__)
 
 # How long a request waits for this worker's hub to receive an event the database already has
@@ -151,21 +153,20 @@ class LiveList:
 def kept(app, session) -> LiveList | None:
     """This worker's kept list, with its hub started; None where the list cannot be kept (see
     `usable`). It goes with the app's other shared answers."""
-    from app.common.http import SHARED_ANSWERS
+    from app.common.http import shared_slot
     from app.extensions import hub
 
     if not usable(app, collation(session)):
         return None
     hub.ensure_started()
-    slots = app.extensions.setdefault(SHARED_ANSWERS, {})
-    return slots.get(KEPT) or slots.setdefault(KEPT, LiveList())
+    return shared_slot(app, KEPT, LiveList)
 
 
 def _wait_for(hub, target: int) -> None:
     """Give the hub a moment to receive event `target`, committed and published by another
     worker: it is usually on its way through Redis. Only in a gevent worker, where the hub's
     listener runs while this request sleeps."""
-    if hub.last_id >= target or not hub.subscribed or not _gevent_patched():
+    if hub.last_id >= target or not hub.subscribed or not gevent_patched():
         return  # (unsubscribed: Redis is away, and the hub reads the table every few seconds)
     import gevent
 
@@ -181,15 +182,7 @@ def usable(app, collation: str | None) -> bool:
     if collation is None or collation.lower() not in _CODE_POINT_COLLATIONS:
         return False
     broker = app.extensions.get("trackopz_broker")
-    return broker is not None and (broker.redis is None or _gevent_patched())
-
-
-def _gevent_patched() -> bool:
-    try:
-        from gevent import monkey
-    except ImportError:  # pragma: no cover
-        return False
-    return monkey.is_module_patched("socket")
+    return broker is not None and (broker.redis is None or gevent_patched())
 
 
 # The provider column came with PostgreSQL 15 (before it every database was libc's), the builtin

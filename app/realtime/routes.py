@@ -66,6 +66,17 @@ def _replay_from_db(after: int, upto: int) -> list[tuple[int, bytes]] | None:
     return [(r.id, frame(r.id, event_json(r.type, r.payload, r.created_at))) for r in rows]
 
 
+def _snapshot(after: int | None) -> tuple[bytes | str, int, int]:
+    """The list for a new stream, when the worker's shared one is not current: from the worker's
+    kept copy at the hub's last event (livelist.py), else read from the database."""
+    from app.lifecycle.service import dispatchable_snapshot
+
+    kept = livelist.kept(current_app, db.session)
+    if kept is None:
+        return dispatchable_snapshot()
+    return kept.snapshot(hub, dispatchable_snapshot, after)
+
+
 @bp.route("/live-products/dispatchable/stream")
 @bp.doc(
     summary="Server-Sent Events: every change, in id order",
@@ -77,7 +88,6 @@ def _replay_from_db(after: int, upto: int) -> list[tuple[int, bytes]] | None:
 )
 def stream():
     """Server-Sent Events: every change, in id order."""
-    from app.lifecycle.service import dispatchable_snapshot
 
     after = _last_event_id()
     if request.method == "HEAD":  # the headers a GET would get; no stream is opened
@@ -96,11 +106,7 @@ def stream():
         lease.release()
         raise
     try:
-        kept = livelist.kept(current_app, db.session)
-        read = dispatchable_snapshot
-        if kept is not None:  # at the hub's last event, from the worker's copy (livelist.py)
-            read = partial(kept.snapshot, hub, dispatchable_snapshot, after)
-        snapshot_id, items_json, count = hub.shared_snapshot(after, read)
+        snapshot_id, items_json, count = hub.shared_snapshot(after, partial(_snapshot, after))
         replay: list[tuple[int, bytes]] = []
         resync = False
         if after is not None:
