@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
@@ -154,6 +154,19 @@ class Event(db.Model):
     type: Mapped[str] = mapped_column(String(40))
     payload: Mapped[dict] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class CatalogueVersion(db.Model):
+    """One row: a number raised, in their own transactions, by the catalogue writes that send no
+    event (a product or machine added, a machine renamed). Raising it locks the row until the
+    commit, so the numbers commit in order: a reader that sees a number has also seen every
+    write that drew a smaller one, which the greatest product or machine id does not promise
+    (ids are drawn before the commit). The dashboard's ETag reads it."""
+
+    __tablename__ = "catalogue_version"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class IdempotencyRecord(db.Model):

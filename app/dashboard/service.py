@@ -11,7 +11,7 @@ from app.common.schemas import iso
 from app.extensions import db, hub
 from app.lifecycle.reads import transition_dict
 from app.lifecycle.service import dispatchable_rows, dispatchable_snapshot
-from app.models import OFF, ON, Dispatch, Event, Job, Machine, Product, Transition, utcnow
+from app.models import OFF, ON, CatalogueVersion, Dispatch, Event, Job, Machine, Product, Transition, utcnow
 from app.realtime import livelist
 
 LIST_CAP = 50
@@ -22,27 +22,21 @@ def _start_of_today() -> datetime:
 
 
 def etag() -> str:
-    """Changes with every event, every new product, every new or edited machine (a rename sends
-    no event), and at midnight UTC. One statement; the machines are a shop floor, not a log."""
-    event, products, machines, machine_edit = db.session.execute(
+    """Changes with every event, every catalogue write that sends none (a product or machine
+    added, a machine renamed: the catalogue's version), and at midnight UTC. Both numbers
+    commit in order, so an ETag never stands for figures that miss a write it counted. The
+    greatest product and machine ids add the rows written by hand in SQL (a bulk load), which
+    raise no version. One statement."""
+    event, version, products, machines = db.session.execute(
         select(
             select(func.coalesce(func.max(Event.id), 0)).scalar_subquery(),
+            select(func.coalesce(func.max(CatalogueVersion.version), 0)).scalar_subquery(),
             select(func.coalesce(func.max(Product.id), 0)).scalar_subquery(),
             select(func.coalesce(func.max(Machine.id), 0)).scalar_subquery(),
-            select(func.max(Machine.updated_at)).scalar_subquery(),
         )
     ).one()
     day = utcnow().date().isoformat()
-    return f"ev-{event}-p{products}-m{machines}.{_stamp(machine_edit)}-{day}"
-
-
-def _stamp(value) -> str:
-    """A timestamp as a short token (SQLite may hand back a string, Postgres a datetime)."""
-    if value is None:
-        return "0"
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return f"{value:%Y%m%d%H%M%S%f}"
+    return f"ev-{event}-c{version}-p{products}-m{machines}-{day}"
 
 
 def _newest(column, newest_by, outer, *where):

@@ -32,6 +32,8 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from app.common import roundtrip
@@ -46,6 +48,7 @@ from app.lifecycle.reads import transition_dict
 from app.models import (
     OFF,
     ON,
+    CatalogueVersion,
     Dispatch,
     Event,
     Job,
@@ -987,7 +990,7 @@ def create_product(*, name: str, code: str, description: str | None = None) -> P
         raise Conflict(f"A product with code {code!r} already exists.")
     product = Product(name=name, code=code, description=description, created_at=utcnow())
     db.session.add(product)
-    _commit_unique(f"A product with code {code!r} already exists.")
+    _commit_catalogue_write(f"A product with code {code!r} already exists.")
     return product
 
 
@@ -999,7 +1002,7 @@ def create_machine(*, name: str, code: str, status: str | None = None) -> Machin
     now = utcnow()
     machine = Machine(name=name, code=code, status=status or "idle", created_at=now, updated_at=now)
     db.session.add(machine)
-    _commit_unique(f"A machine with code {code!r} already exists.")
+    _commit_catalogue_write(f"A machine with code {code!r} already exists.")
     return machine
 
 
@@ -1018,6 +1021,7 @@ def update_machine(
         machine.name = name
         machine.updated_at = now
         db.session.flush()
+        _catalogue_changed()
         live_here = db.session.scalars(
             select(Job.product_id).where(Job.machine_id == machine.id, Job.state == ON)
         ).all()
@@ -1033,8 +1037,26 @@ def update_machine(
     return machine
 
 
-def _commit_unique(message: str) -> None:
+def _commit_catalogue_write(duplicate: str) -> None:
+    """Write what was added, raise the catalogue's version, commit. The version's row stays
+    locked until the commit: taken after the row is written, so a write waiting on a unique
+    code holds no one else up."""
     try:
+        db.session.flush()
+        _catalogue_changed()
         outbox.commit()
     except IntegrityError:
-        raise Conflict(message) from None
+        raise Conflict(duplicate) from None
+
+
+def _catalogue_changed() -> None:
+    """Raise the catalogue's version in this transaction (models.CatalogueVersion). Inserted
+    if its row is missing, as on tables emptied by hand."""
+    dialect = db.session.get_bind().dialect.name
+    upsert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    stmt = upsert(CatalogueVersion).values(id=1, version=1)
+    db.session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[CatalogueVersion.id], set_={"version": CatalogueVersion.version + 1}
+        )
+    )

@@ -254,3 +254,40 @@ def test_output_logged_during_a_machine_rename_carries_the_new_name(
         db.session.remove()
     (item,) = payload["added"]
     assert (item["id"], item["process"], item["quantityProduced"]) == (product["id"], "Renamed", 3)
+
+
+def test_a_product_created_while_another_commits_first_reaches_the_dashboard(
+    pg_only, app, client, probe_engine
+):
+    """Two products created at once: the one that drew the smaller id commits last. The
+    dashboard's ETag must still change when it does, or every GET (a revalidation or not) goes
+    on answering the figures built in between, one product short, until the next event."""
+    total = lambda: ok(client.get("/api/dashboard/status"))["dashboard"]["stats"]["totalProducts"]  # noqa: E731
+    assert total() == 0
+    with probe_engine.connect() as other:  # a create of code SLOW in progress, not committed
+        other = other.execution_options(isolation_level="READ COMMITTED")
+        tx = other.begin()
+        other.execute(
+            text(
+                "INSERT INTO products (name, code, created_at) VALUES ('Held', 'SLOW', now())"
+            )
+        )
+        created: list = []
+        # The app's create of the same code draws its id, then waits on the unique index for
+        # the transaction above to end.
+        slow = threading.Thread(
+            target=lambda: created.append(
+                clone(app, client).post("/api/products", json={"name": "Slow", "code": "SLOW"})
+            )
+        )
+        slow.start()
+        time.sleep(0.5)
+        assert slow.is_alive(), "the create did not wait for the transaction holding its code"
+        # Meanwhile another product is created, with a greater id, and committed first.
+        fast = ok(client.post("/api/products", json={"name": "Fast", "code": "FAST"}), 201)
+        assert total() == 1
+        tx.rollback()  # the held create gives up: the app's goes on and commits
+    slow.join(timeout=10)
+    assert created and created[0].status_code == 201, created
+    assert created[0].get_json()["product"]["id"] < fast["product"]["id"]
+    assert total() == 2

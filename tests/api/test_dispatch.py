@@ -226,6 +226,9 @@ def test_dashboard_etag_follows_catalogue_changes_that_send_no_event(client, mak
     ok(client.patch(f"/api/machines/{machine['id']}", json={"status": "maintenance"}))
     etag = assert_changed(client, url, etag, cold=cold)
     clock.set(datetime(2030, 6, 15, 23, 50))
+    for name in ("Grinding 3", "Grinding 4"):  # two renames at one instant of the clock
+        ok(client.patch(f"/api/machines/{machine['id']}", json={"name": name}))
+        etag = assert_changed(client, url, etag, cold=cold)
     make.live_product()
     etag = etag_of(client, url)
     assert ok(client.get(url))["dashboard"]["stats"]["transitionsToday"] == 1
