@@ -11,7 +11,18 @@ from app.common.schemas import iso
 from app.extensions import db, hub
 from app.lifecycle.reads import transition_dict
 from app.lifecycle.service import dispatchable_rows, dispatchable_snapshot
-from app.models import OFF, ON, CatalogueVersion, Dispatch, Event, Job, Machine, Product, Transition, utcnow
+from app.models import (
+    OFF,
+    ON,
+    CatalogueVersion,
+    Dispatch,
+    Event,
+    Job,
+    Machine,
+    Product,
+    Transition,
+    utcnow,
+)
 from app.realtime import livelist
 
 LIST_CAP = 50

@@ -1017,11 +1017,12 @@ def update_machine(
     if machine is None:
         raise NotFound(f"No machine with id {machine_id}.")
     now = utcnow()
+    renamed = False
     if name is not None and name != machine.name:
         machine.name = name
         machine.updated_at = now
         db.session.flush()
-        _catalogue_changed()
+        renamed = True
         live_here = db.session.scalars(
             select(Job.product_id).where(Job.machine_id == machine.id, Job.state == ON)
         ).all()
@@ -1033,30 +1034,34 @@ def update_machine(
         else:
             derived = "running" if _machine_has_on_job(machine.id) else "idle"
             _set_machine_status(machine, derived, now)
-    outbox.commit()
+    outbox.commit(last=[_catalogue_changed()] if renamed else ())
     return machine
 
 
 def _commit_catalogue_write(duplicate: str) -> None:
-    """Write what was added, raise the catalogue's version, commit. The version's row stays
-    locked until the commit: taken after the row is written, so a write waiting on a unique
-    code holds no one else up."""
+    """Commit what was added, raising the catalogue's version last (a duplicate code: 409)."""
     try:
-        db.session.flush()
-        _catalogue_changed()
-        outbox.commit()
+        outbox.commit(last=[_catalogue_changed()])
     except IntegrityError:
         raise Conflict(duplicate) from None
 
 
-def _catalogue_changed() -> None:
-    """Raise the catalogue's version in this transaction (models.CatalogueVersion). Inserted
-    if its row is missing, as on tables emptied by hand."""
-    dialect = db.session.get_bind().dialect.name
-    upsert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    stmt = upsert(CatalogueVersion).values(id=1, version=1)
-    db.session.execute(
-        stmt.on_conflict_do_update(
+def _catalogue_changed() -> roundtrip.Statement:
+    """The statement raising the catalogue's version (models.CatalogueVersion), for
+    outbox.commit's `last`: it runs after the transaction's rows are written, so its row stays
+    locked only for the commit, and on PostgreSQL it shares the commit's round trip. It inserts
+    the row if it is missing, as on tables emptied by hand."""
+    return _version_upsert(db.session.get_bind().dialect.name), {}
+
+
+@lru_cache(maxsize=2)
+def _version_upsert(dialect: str):
+    """Built once per dialect: roundtrip.send compiles a statement once."""
+    upsert = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}[dialect]
+    return (
+        upsert(CatalogueVersion)
+        .values(id=1, version=1)
+        .on_conflict_do_update(
             index_elements=[CatalogueVersion.id], set_={"version": CatalogueVersion.version + 1}
         )
     )

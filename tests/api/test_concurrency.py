@@ -268,9 +268,7 @@ def test_a_product_created_while_another_commits_first_reaches_the_dashboard(
         other = other.execution_options(isolation_level="READ COMMITTED")
         tx = other.begin()
         other.execute(
-            text(
-                "INSERT INTO products (name, code, created_at) VALUES ('Held', 'SLOW', now())"
-            )
+            text("INSERT INTO products (name, code, created_at) VALUES ('Held', 'SLOW', now())")
         )
         created: list = []
         # The app's create of the same code draws its id, then waits on the unique index for
@@ -281,8 +279,9 @@ def test_a_product_created_while_another_commits_first_reaches_the_dashboard(
             )
         )
         slow.start()
-        time.sleep(0.5)
-        assert slow.is_alive(), "the create did not wait for the transaction holding its code"
+        assert waits_for_a_lock(probe_engine, "INSERT INTO products"), (
+            "the create did not wait for the transaction holding its code"
+        )
         # Meanwhile another product is created, with a greater id, and committed first.
         fast = ok(client.post("/api/products", json={"name": "Fast", "code": "FAST"}), 201)
         assert total() == 1
@@ -291,3 +290,21 @@ def test_a_product_created_while_another_commits_first_reaches_the_dashboard(
     assert created and created[0].status_code == 201, created
     assert created[0].get_json()["product"]["id"] < fast["product"]["id"]
     assert total() == 2
+
+
+def waits_for_a_lock(engine, statement: str, timeout: float = 10) -> bool:
+    """Whether a backend comes to wait on a lock while running `statement` (its start)."""
+    deadline = time.monotonic() + timeout
+    with engine.connect() as conn:
+        while time.monotonic() < deadline:
+            waiting = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND query LIKE :start"
+                ),
+                {"start": statement + "%"},
+            ).scalar()
+            if waiting:
+                return True
+            time.sleep(0.02)
+    return False
