@@ -128,6 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for name in todo:
         p = preset[name]
+        settled = env.settle()
+        if settled["waitedSeconds"] >= 1:
+            print(
+                f"bench: waited {settled['waitedSeconds']} s for {settled['timeWaitBefore']:,} "
+                f"TCP sockets to leave TIME_WAIT before {name}",
+                flush=True,
+            )
         t0 = time.monotonic()
         if name == "reads":
             res = scenarios.reads(
@@ -166,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                 products=stream_products,
             )
         res["elapsedSeconds"] = round(time.monotonic() - t0, 1)
+        res["settled"] = settled
         if ctx.profiles:
             res["profiles"] = ctx.profiles
             ctx.profiles = []
