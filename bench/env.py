@@ -200,9 +200,10 @@ def time_wait_sockets() -> int:
 
 def settle() -> dict:
     """Wait until the sockets the last scenario closed have left TIME_WAIT (at most
-    SETTLE_TIMEOUT). A run of 10,000 clients leaves ~10,000 for a minute, and the same writes
-    run measured 174/s at 1 writer in that minute against 228/s after it (2026-12-07,
-    docs/PERFORMANCE.md, section 1); the bench waits rather than measure that."""
+    SETTLE_TIMEOUT), so that a scenario of the full bench starts with the sockets it would find
+    run alone: a run of 10,000 clients leaves ~10,000 for a minute. Whether they slow the next
+    scenario is not settled (docs/PERFORMANCE.md, section 1): one writes run in that minute was
+    slower than the same run a minute later, another, after 5,000 clients, was not."""
     started = time.monotonic()
     first = now = time_wait_sockets()
     while now >= SETTLED_TIME_WAIT and time.monotonic() - started < SETTLE_TIMEOUT:
