@@ -200,10 +200,11 @@ def time_wait_sockets() -> int:
 
 def settle() -> dict:
     """Wait until the sockets the last scenario closed have left TIME_WAIT (at most
-    SETTLE_TIMEOUT), so that a scenario of the full bench starts with the sockets it would find
-    run alone: a run of 10,000 clients leaves ~10,000 for a minute. Whether they slow the next
-    scenario is not settled (docs/PERFORMANCE.md, section 1): one writes run in that minute was
-    slower than the same run a minute later, another, after 5,000 clients, was not."""
+    SETTLE_TIMEOUT), so that a scenario of the full bench starts as it would alone: a run of
+    10,000 clients leaves ~10,000 for a minute. Whether the sockets themselves slow the next
+    scenario is not known (a writes run right after 5,000 clients, theirs still in TIME_WAIT,
+    was not slow), but the slow minutes after many-client runs pass within about that one: with
+    this wait the full bench's writes went from 488-491 to 693/s (docs/PERFORMANCE.md, 1)."""
     started = time.monotonic()
     first = now = time_wait_sockets()
     while now >= SETTLED_TIME_WAIT and time.monotonic() - started < SETTLE_TIMEOUT:
