@@ -40,6 +40,26 @@ def test_the_dashboard_counts_its_own_screen_before_any_event(stack, open_page):
     expect(screens).to_have_text(re.compile(r"^[1-9]\d*$"), timeout=3000)
 
 
+def test_the_dashboard_shows_within_a_minute_what_sends_no_event(stack, api, open_page):
+    """A product added and another screen opened send no event: an open dashboard shows both
+    within a minute, without a reload."""
+    url = stack.hosts[0].url + "/dashboard"
+    dashboard = open_page(url, "mira", context_setup=lambda context: context.clock.install())
+    screens = dashboard.locator("[data-stat=connectedClients] dd")
+    products = dashboard.locator("[data-stat=totalProducts] dd")
+    expect(screens).to_have_text(re.compile(r"^[1-9]\d*$"), timeout=3000)
+    dashboard.wait_for_timeout(500)  # the refresh after its stream came up
+    shown = int(screens.inner_text()), int(products.inner_text())
+    open_page(url, "mira")
+    api.post("/api/products", {"name": "Quiet Shaft", "code": "Q-SHAFT"}, 201)
+    dashboard.wait_for_timeout(1000)
+    assert (int(screens.inner_text()), int(products.inner_text())) == shown, "an event came"
+    dashboard.clock.fast_forward("01:01")
+    expect(products).to_have_text(str(shown[1] + 1), timeout=3000)
+    expect(screens).to_have_text(str(shown[0] + 1), timeout=3000)
+    assert_not_reloaded(dashboard)
+
+
 def test_moved_to_past_on_workpanel_leaves_the_dispatch_dropdown(stack, api, open_page, screenshot):
     product = api.live_product()
     url = stack.hosts[0].url

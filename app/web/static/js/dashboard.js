@@ -1,5 +1,5 @@
-// Dashboard: counters and machine board (re-fetched, debounced, on events), a live activity feed
-// fed by the stream, and a 30-day chart drawn as inline SVG.
+// Dashboard: counters and machine board (re-fetched, debounced, on events and every minute), a
+// live activity feed fed by the stream, and a 30-day chart drawn as inline SVG.
 'use strict';
 
 (function () {
@@ -71,6 +71,12 @@
     fresh = true;
     refreshStatus();
   };
+  // Products and machines added, machines renamed and other screens opened or closed send no
+  // event: the figures are asked for again every minute, whole, while the page is visible.
+  const RECOUNT_MS = 60000;
+  setInterval(() => {
+    if (!document.hidden) recount();
+  }, RECOUNT_MS);
 
   // ------------------------------------------------------------ activity feed
 
