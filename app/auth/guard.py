@@ -61,8 +61,9 @@ def load_identity() -> None:
         return None
     if _is_public():
         return None
-    if request.path.startswith("/api/"):
+    if request.path.startswith("/api/") and request.endpoint != "docs.docs":
         abort(401)
+    # A page (the API's own docs page too: it is opened in a browser) goes to the sign-in.
     return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
 
 
