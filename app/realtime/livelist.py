@@ -95,7 +95,8 @@ class LiveList:
         if self.at is None or self.at < target:
             _wait_for(hub, target)
             if not self._forward(hub, target):
-                self._seed(*read())
+                body, _, at = read()  # its length is the list's, counted again here
+                self._seed(body, at)
 
     # --- keeping it current -------------------------------------------------------------------
 
@@ -132,7 +133,7 @@ class LiveList:
         if isinstance(count, int) and count != len(self.keys):
             raise Stale(f"an update says {count} live products, the kept list has {len(self.keys)}")
 
-    def _seed(self, body: str, count: int, at: int) -> None:
+    def _seed(self, body: str, at: int) -> None:
         self.items, self.keys, self.encoded, self.body = {}, [], None, None
         for item in orjson.loads(body):
             self.items[item["id"]] = item
@@ -195,14 +196,14 @@ SELECT CASE coalesce(to_jsonb(d) ->> 'datlocprovider', 'c')
 FROM pg_database d WHERE d.datname = current_database()
 """
 
-_collations: dict[tuple[int, str], str | None] = {}
+_collations: dict[tuple[int, object], str | None] = {}
 
 
 def collation(session) -> str | None:
     """The collation products' names are ordered by: the database's default (the column sets
     none). Read once per process and database."""
     bind = session.get_bind()
-    key = (os.getpid(), str(bind.url))
+    key = (os.getpid(), bind)  # the engine itself: no URL rendered on every request
     if key not in _collations:
         if bind.dialect.name == "sqlite":
             _collations[key] = "c"  # BINARY, the default: UTF-8 bytes, so code points
